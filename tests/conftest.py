@@ -1,0 +1,56 @@
+"""Shared test fixtures: the real data and the authors' checkpoint in ../shared (never faked)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ULTRALBM_SHARED", REPO.parent / "shared"))
+OFFICIAL = SHARED / "fixtures" / "official"
+DATA = SHARED / "data"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: the tests use the project's real data in ../shared (or set ULTRALBM_SHARED)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_dir() -> Path:
+    return _require(OFFICIAL)
+
+
+@pytest.fixture(scope="session")
+def golden(official_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(official_dir / "golden_dev.npz") as g:
+        return {k: g[k] for k in g.files}
+
+
+@pytest.fixture(scope="session")
+def ph2_val_images() -> Path:
+    return _require(DATA / "ph2" / "val" / "images")
+
+
+@pytest.fixture(scope="session")
+def isic_val() -> Path:
+    return _require(DATA / "isic2017" / "val")
+
+
+@pytest.fixture(scope="session")
+def official_model(official_dir: Path):
+    from ultralbm_edge.checkpoint import load_checkpoint
+
+    return load_checkpoint(official_dir / "best.pth").model
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    denom = a.sum() + b.sum()
+    return 1.0 if denom == 0 else float(2 * (a & b).sum() / denom)

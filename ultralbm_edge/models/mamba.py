@@ -1,0 +1,82 @@
+"""A pure-PyTorch Mamba-1 block, parameter-for-parameter compatible with ``mamba_ssm.Mamba``.
+
+Names and shapes (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) match mamba_ssm 2.2.2 so that
+state_dicts written by the authors' code (which uses the CUDA kernels) load unchanged. The scan itself is
+delegated to :func:`ultralbm_edge.ops.selective_scan`, whose strategy is chosen per module at run time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import selective_scan
+
+
+class Mamba(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16)
+        # Which solver runs the recurrence; "sequential" is the reference (see ops.selective_scan).
+        self.scan_strategy = "sequential"
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner, padding=d_conv - 1, bias=True
+        )
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+        # mamba_ssm's initialisation: dt log-uniform in [dt_min, dt_max] stored as softplus^-1 in the bias,
+        # S4D-real A = -(1..N), D = 1.
+        dt_init_std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.D._no_weight_decay = True  # type: ignore[attr-defined]
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        """(batch, L, d_model) -> (batch, L, d_model)."""
+        length = hidden_states.shape[1]
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, 2*d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        x = F.silu(self.conv1d(x)[..., :length])  # causal depthwise conv
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias is added inside the scan
+        y = selective_scan(
+            x,
+            dt,
+            -torch.exp(self.A_log.float()),
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            strategy=self.scan_strategy,
+        )
+        return self.out_proj(y.transpose(1, 2))

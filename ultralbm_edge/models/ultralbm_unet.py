@@ -1,0 +1,177 @@
+"""UltraLBM-UNet (Fan et al., 2025, arXiv:2512.21584), module-for-module as in the authors' code.
+
+Six-stage encoder with channels [8, 16, 24, 32, 48, 64] (times a channel multiplier; 0.5 gives UltraLBM-UNet-T),
+LMBP at stage IV and decoder III, GLMBP (one shared-weight Mamba scanning two quarter-channel branches forwards and
+backwards, a depthwise-separable conv branch and an identity branch) at stages V, VI and decoders I, II.
+Module names equal the authors' so their state_dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .mamba import Mamba
+
+BASE_CHANNELS = (8, 16, 24, 32, 48, 64)
+
+
+def channel_list(channel_multiplier: float = 1.0) -> list[int]:
+    """The authors' channel rule: scale, then round down to a multiple of 4 (at least 4)."""
+    return [max(4, (int(c * channel_multiplier) // 4) * 4) for c in BASE_CHANNELS]
+
+
+class DepthwiseSeparableConvBNAct(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        padding = (kernel_size - 1) // 2
+        self.dw = nn.Conv2d(in_ch, in_ch, kernel_size, padding=padding, groups=in_ch, bias=False)
+        self.bn_dw = nn.BatchNorm2d(in_ch)
+        self.act_dw = nn.GELU()
+        self.pw = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(out_ch)
+        self.act_pw = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act_dw(self.bn_dw(self.dw(x)))
+        return self.act_pw(self.bn_pw(self.pw(x)))
+
+
+def _tokens_to_image(tokens: Tensor, hw: tuple[int, int]) -> Tensor:
+    b, _, c = tokens.shape
+    return tokens.transpose(1, 2).reshape(b, c, *hw)
+
+
+def _image_to_tokens(img: Tensor) -> Tensor:
+    b, c = img.shape[:2]
+    return img.reshape(b, c, -1).transpose(1, 2)
+
+
+class LMBP(nn.Module):
+    """Local multi-branch block: three depthwise-separable conv branches and one identity branch."""
+
+    def __init__(self, input_dim: int, output_dim: int, sep_conv_kernel: int = 3) -> None:
+        super().__init__()
+        assert input_dim % 4 == 0, "LMBP splits channels into four quarters"
+        self.input_dim, self.output_dim = input_dim, output_dim
+        q = input_dim // 4
+        self.norm = nn.LayerNorm(input_dim)
+        self.sep_conv1 = DepthwiseSeparableConvBNAct(q, q, sep_conv_kernel)
+        self.sep_conv2 = DepthwiseSeparableConvBNAct(q, q, sep_conv_kernel)
+        self.sep_conv3 = DepthwiseSeparableConvBNAct(q, q, sep_conv_kernel)
+        self.proj = nn.Linear(input_dim, output_dim)
+        self.skip_scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()  # the authors upcast fp16 inputs here
+        hw = (x.shape[2], x.shape[3])
+        parts = torch.chunk(self.norm(_image_to_tokens(x)), 4, dim=2)
+        convs = (self.sep_conv1, self.sep_conv2, self.sep_conv3)
+        branches = [_image_to_tokens(conv(_tokens_to_image(p, hw))) + self.skip_scale * p for conv, p in zip(convs, parts)]
+        branches.append(parts[3] + self.skip_scale * parts[3])
+        out = self.proj(self.norm(torch.cat(branches, dim=2)))
+        return _tokens_to_image(out, hw)
+
+
+class GLMBP(nn.Module):
+    """Global-local multi-branch block with a shared-weight bidirectional Mamba on two quarter branches."""
+
+    def __init__(
+        self, input_dim: int, output_dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, sep_conv_kernel: int = 3
+    ) -> None:
+        super().__init__()
+        assert input_dim % 4 == 0, "GLMBP splits channels into four quarters"
+        self.input_dim, self.output_dim = input_dim, output_dim
+        q = input_dim // 4
+        self.norm = nn.LayerNorm(input_dim)
+        self.mamba = Mamba(d_model=q, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.sep_conv = DepthwiseSeparableConvBNAct(q, q, sep_conv_kernel)
+        self.proj = nn.Linear(input_dim, output_dim)
+        self.skip_scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()
+        hw = (x.shape[2], x.shape[3])
+        x1, x2, x3, x4 = torch.chunk(self.norm(_image_to_tokens(x)), 4, dim=2)
+        # The four Mamba calls (two branches x forward/backward) share weights, so they run as one call
+        # on a 4x batch: [x1, x2, flip(x1), flip(x2)].
+        b = x1.shape[0]
+        fwd = torch.cat([x1, x2], dim=0)
+        y = self.mamba(torch.cat([fwd, fwd.flip(1)], dim=0))
+        y = y[: 2 * b] + y[2 * b :].flip(1)
+        m1 = y[:b] + self.skip_scale * x1
+        m2 = y[b:] + self.skip_scale * x2
+        m3 = _image_to_tokens(self.sep_conv(_tokens_to_image(x3, hw))) + self.skip_scale * x3
+        m4 = x4 + self.skip_scale * x4
+        out = self.proj(self.norm(torch.cat([m1, m2, m3, m4], dim=2)))
+        return _tokens_to_image(out, hw)
+
+
+def _up2(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+
+
+class UltraLBMUNet(nn.Module):
+    """The segmentation network; ``forward`` maps (N, 3, H, W) preprocessed images to sigmoid probabilities."""
+
+    def __init__(self, num_classes: int = 1, input_channels: int = 3, channel_multiplier: float = 1.0, init_k: float = 1.0) -> None:
+        super().__init__()
+        c = channel_list(channel_multiplier)
+        self.channels = c
+        self.channel_multiplier = channel_multiplier
+        self.encoder1 = nn.Sequential(nn.Conv2d(input_channels, c[0], 3, padding=1))
+        self.encoder2 = nn.Sequential(nn.Conv2d(c[0], c[1], 3, padding=1))
+        self.encoder3 = nn.Sequential(nn.Conv2d(c[1], c[2], 3, padding=1))
+        self.encoder4 = nn.Sequential(LMBP(c[2], c[3], sep_conv_kernel=3))
+        self.encoder5 = nn.Sequential(GLMBP(c[3], c[4], sep_conv_kernel=5))
+        self.encoder6 = nn.Sequential(GLMBP(c[4], c[5], sep_conv_kernel=7))
+        self.decoder1 = nn.Sequential(GLMBP(c[5], c[4], sep_conv_kernel=7))
+        self.decoder2 = nn.Sequential(GLMBP(c[4], c[3], sep_conv_kernel=5))
+        self.decoder3 = nn.Sequential(LMBP(c[3], c[2], sep_conv_kernel=3))
+        self.decoder4 = nn.Sequential(nn.Conv2d(c[2], c[1], 3, padding=1))
+        self.decoder5 = nn.Sequential(nn.Conv2d(c[1], c[0], 3, padding=1))
+        for name, ch in [("ebn1", 0), ("ebn2", 1), ("ebn3", 2), ("ebn4", 3), ("ebn5", 4),
+                         ("dbn1", 4), ("dbn2", 3), ("dbn3", 2), ("dbn4", 1), ("dbn5", 0)]:  # fmt: skip
+            setattr(self, name, nn.GroupNorm(min(4, c[ch]), c[ch]))
+        self.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
+        self.apply(self._init_weights)
+        self.k = nn.Parameter(torch.tensor(float(init_k)))  # learnable skip scale
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # The authors' init, applied to every submodule including Mamba's projections.
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Conv1d):
+            m.weight.data.normal_(0, math.sqrt(2.0 / (m.kernel_size[0] * m.out_channels)))
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                m.bias.data.zero_()
+
+    def set_scan_strategy(self, strategy: str) -> "UltraLBMUNet":
+        """Route every Mamba block's recurrence through ``strategy`` (see ``ops.scan_strategies()``)."""
+        for m in self.modules():
+            if isinstance(m, Mamba):
+                m.scan_strategy = strategy
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = t1 = F.gelu(F.max_pool2d(self.ebn1(self.encoder1(x)), 2, 2))
+        out = t2 = F.gelu(F.max_pool2d(self.ebn2(self.encoder2(out)), 2, 2))
+        out = t3 = F.gelu(F.max_pool2d(self.ebn3(self.encoder3(out)), 2, 2))
+        out = t4 = F.gelu(F.max_pool2d(self.ebn4(self.encoder4(out)), 2, 2))
+        out = t5 = F.gelu(F.max_pool2d(self.ebn5(self.encoder5(out)), 2, 2))
+        out = F.gelu(self.encoder6(out))
+        out5 = F.gelu(self.dbn1(self.decoder1(out))) + self.k * t5
+        out4 = F.gelu(_up2(self.dbn2(self.decoder2(out5)))) + self.k * t4
+        out3 = F.gelu(_up2(self.dbn3(self.decoder3(out4)))) + self.k * t3
+        out2 = F.gelu(_up2(self.dbn4(self.decoder4(out3)))) + self.k * t2
+        out1 = F.gelu(_up2(self.dbn5(self.decoder5(out2)))) + self.k * t1
+        return torch.sigmoid(_up2(self.final(out1)))
