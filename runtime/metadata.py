@@ -1,0 +1,70 @@
+"""Model metadata that travels inside every model file, so a model is self-describing.
+
+Export writes it into the ONNX file's ``metadata_props``; engine builds copy it into the engine's JSON sidecar;
+the runtime reads it to configure preprocessing and the threshold, and refuses models whose preprocessing it
+does not implement.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from .preprocess import IMAGE_SIZE, PREPROCESSING_ID
+
+METADATA_PREFIX = "ultralbm."
+
+
+class MetadataError(ValueError):
+    """A model file lacks our metadata or asks for something this runtime cannot do."""
+
+
+@dataclass
+class ModelMetadata:
+    variant: str = "ultralbm"
+    channels: list[int] = field(default_factory=lambda: [8, 16, 24, 32, 48, 64])
+    image_size: int = IMAGE_SIZE
+    preprocessing: str = PREPROCESSING_ID
+    threshold: float = 0.5
+    toolkit_version: str = ""
+    source_checkpoint_sha256: str = ""
+    scan_strategy: str = ""
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_props(self) -> dict[str, str]:
+        """Flat string key/values for ONNX ``metadata_props`` (every key prefixed ``ultralbm.``)."""
+        return {METADATA_PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> "ModelMetadata":
+        known = {f.name for f in fields(cls)}
+        values = {k[len(METADATA_PREFIX) :]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
+        if "variant" not in values:
+            raise MetadataError(
+                f"{source}: has no ultralbm-edge metadata (not exported by `ultralbm-edge export`) — "
+                "re-export it from its checkpoint with `ultralbm-edge export CHECKPOINT`"
+            )
+        meta = cls(**{k: json.loads(v) for k, v in values.items() if k in known})
+        meta.validate(source)
+        return meta
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "model") -> "ModelMetadata":
+        known = {f.name for f in fields(cls)}
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        meta.validate(source)
+        return meta
+
+    def validate(self, source: str) -> None:
+        if self.preprocessing != PREPROCESSING_ID:
+            raise MetadataError(
+                f"{source}: expects preprocessing {self.preprocessing!r}, this runtime implements {PREPROCESSING_ID!r} — "
+                "upgrade ultralbm-edge or re-export the model"
+            )
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise MetadataError(f"{source}: threshold {self.threshold} is outside (0, 1)")
