@@ -74,6 +74,29 @@ def scan_parallel(a: Tensor, b: Tensor) -> Tensor:
     return b
 
 
+@register_scan("blelloch")
+def scan_blelloch(a: Tensor, b: Tensor) -> Tensor:
+    """Work-efficient (Blelloch-style) log-depth scan: combine neighbouring pairs, solve the half-length
+    problem recursively, then fill in the even positions. About 2L work instead of L log L, in log2(L)
+    levels of a few ops each, which suits graph runtimes with per-op overhead (ONNX Runtime, TensorRT).
+    """
+    bsz, dim, length, n = a.shape
+    if length == 1:
+        return b
+    if length % 2:  # pad with the identity map so pairs line up
+        a = F.pad(a, (0, 0, 0, 1), value=1.0)
+        b = F.pad(b, (0, 0, 0, 1), value=0.0)
+    half = a.shape[2] // 2
+    a2 = a.reshape(bsz, dim, half, 2, n)
+    b2 = b.reshape(bsz, dim, half, 2, n)
+    a_even, a_odd = a2[:, :, :, 0], a2[:, :, :, 1]
+    b_even, b_odd = b2[:, :, :, 0], b2[:, :, :, 1]
+    h_odd = scan_blelloch(a_odd * a_even, a_odd * b_even + b_odd)
+    h_before = F.pad(h_odd[:, :, :-1], (0, 0, 1, 0), value=0.0)
+    h_even = a_even * h_before + b_even
+    return torch.stack([h_even, h_odd], dim=3).reshape(bsz, dim, 2 * half, n)[:, :, :length]
+
+
 def _chunk_size(length: int, target: int = 16) -> int:
     size = min(target, length)
     while length % size:
