@@ -1,0 +1,77 @@
+"""``ultralbm-edge predict INPUT...``: batch mask inference over files and folders."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import app
+from ._common import fail
+
+
+def progress_reporter(enabled: bool):
+    """A rich progress bar on an interactive terminal; nothing in CI or when piped."""
+    if not enabled:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    task = bar.add_task("segmenting", total=None)
+    return bar, (lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@app.command()
+def predict(
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    model: str = typer.Option("ultralbm", "--model", "-m", help="A .onnx, .engine or .pth file, or a bundled name."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (masks/, probs/, overlays/, results.csv)."),
+    threshold: Optional[float] = typer.Option(None, help="Mask threshold [default: the model's, 0.5]."),
+    save_probs: bool = typer.Option(False, "--save-probs", help="Also write probs/<stem>.npy (float32 model output)."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write overlays/<stem>.jpg (contour on the image)."),
+    keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="Keep only the largest lesion."),
+    fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help="Fill holes inside the lesion."),
+    batch_size: int = typer.Option(8, help="Images per inference batch."),
+    workers: int = typer.Option(2, help="Threads decoding/preprocessing and writing."),
+    backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cpu]."),
+    threads: Optional[int] = typer.Option(None, help="Inference threads [default: the runtime's]."),
+    resume: bool = typer.Option(True, "--resume/--overwrite", help="Skip inputs whose outputs are complete."),
+) -> None:
+    """Segment lesions in dermoscopy images; exit 0 if all succeeded, 1 if some inputs failed, 2 on usage errors."""
+    from ultralbm_edge.runtime.backends import BackendError, open_backend
+    from ultralbm_edge.runtime.predict import PredictOptions, iter_failures
+    from ultralbm_edge.runtime.predict import predict as run_predict
+
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        fail(f"--threshold {threshold} must be between 0 and 1")
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        fail(f"input not found: {', '.join(missing)}")
+    try:
+        engine = open_backend(model, backend=backend, threads=threads, device=device)
+    except (BackendError, FileNotFoundError) as e:
+        fail(str(e))
+    opts = PredictOptions(threshold, save_probs, overlay, keep_largest, fill_holes, batch_size, workers, resume)
+    bar, on_progress = progress_reporter(interactive())
+    if bar:
+        with bar:
+            summary = run_predict(inputs, engine, output, opts, on_progress)
+    else:
+        summary = run_predict(inputs, engine, output, opts)
+    if summary.total == 0:
+        fail(f"no images found in {', '.join(map(str, inputs))} (looked for .jpg .jpeg .png .bmp .tif .tiff)")
+    typer.echo(
+        f"{summary.ok} segmented, {summary.skipped} already done, {len(summary.failed)} failed "
+        f"in {summary.seconds:.1f} s with {engine.name} -> {summary.out_dir} (results.csv)"
+    )
+    for line in iter_failures(summary):
+        typer.secho(f"  failed: {line}", err=True, fg=typer.colors.YELLOW)
+    raise typer.Exit(summary.exit_code)
