@@ -54,3 +54,28 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     denom = a.sum() + b.sum()
     return 1.0 if denom == 0 else float(2 * (a & b).sum() / denom)
+
+
+@pytest.fixture(scope="session")
+def onnx_model(official_dir: Path, tmp_path_factory) -> Path:
+    """The official checkpoint exported once per session (dynamic batch, default scan), parity-checked."""
+    from ultralbm_edge.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "official.onnx"
+    export_onnx(official_dir / "best.pth", out, dynamic_batch=True)
+    return out
+
+
+def cli_exe() -> str:
+    """The installed console script (beside this interpreter when the venv is not activated)."""
+    import shutil
+    import sys
+
+    return shutil.which("ultralbm-edge") or str(Path(sys.executable).with_name("ultralbm-edge"))
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
+    """Run the installed console script in a subprocess (as a user would)."""
+    import subprocess
+
+    return subprocess.run([cli_exe(), *args], capture_output=True, text=True, env=env, cwd=cwd)

@@ -1,0 +1,83 @@
+"""`ultralbm-edge predict`: the golden contract through the CLI, outputs, resume, torch-free runtime."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import cli_exe, dice, run_cli
+
+
+def _probs(out, names):
+    return np.stack([np.load(out / "probs" / n.replace(".jpg", ".npy")) for n in names])
+
+
+@pytest.mark.parametrize("which", ["pth", "onnx"])
+def test_cli_predict_reproduces_golden_outputs(which, official_dir, onnx_model, golden, ph2_val_images, tmp_path):
+    model = official_dir / "best.pth" if which == "pth" else onnx_model
+    res = run_cli("predict", str(ph2_val_images), "--model", str(model), "-o", str(tmp_path), "--save-probs")
+    assert res.returncode == 0, res.stderr
+    probs = _probs(tmp_path, golden["names"])
+    assert probs.shape == (30, 256, 256) and probs.dtype == np.float32
+    diff = np.abs(probs - golden["probs"][:, 0])
+    assert diff.max() <= 5e-3 and diff.mean() <= 1e-4, (diff.max(), diff.mean())
+    for p, g in zip(probs, golden["probs"][:, 0]):
+        assert dice(p >= 0.5, g >= 0.5) >= 0.999
+
+
+def test_outputs_csv_masks_and_overlays(onnx_model, ph2_val_images, tmp_path):
+    res = run_cli("predict", str(ph2_val_images / "IMD393.jpg"), "--model", str(onnx_model), "-o", str(tmp_path), "--overlay")
+    assert res.returncode == 0, res.stderr
+    image = cv2.imread(str(ph2_val_images / "IMD393.jpg"))
+    mask = cv2.imread(str(tmp_path / "masks" / "IMD393.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
+    assert cv2.imread(str(tmp_path / "overlays" / "IMD393.jpg")).shape == image.shape
+    (row,) = csv.DictReader(open(tmp_path / "results.csv"))
+    assert row["status"] == "ok" and int(row["width"]) == image.shape[1]
+    assert int(row["lesion_area_px"]) == int((mask > 0).sum())
+    # One connected lesion with no holes (largest component + hole filling are on by default).
+    n, _ = cv2.connectedComponents((mask > 0).astype(np.uint8))
+    assert n == 2
+
+
+def test_predict_process_never_imports_torch(onnx_model, ph2_val_images, tmp_path):
+    code = (
+        "import sys\n"
+        "from ultralbm_edge.cli import main\n"
+        "sys.argv = ['ultralbm-edge', 'predict', sys.argv[1], '--model', sys.argv[2], '-o', sys.argv[3]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH', code)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(ph2_val_images / "IMD393.jpg"), str(onnx_model), str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.stdout.strip().splitlines()[-1] == "NO_TORCH 0", res.stdout + res.stderr
+
+
+def test_kill_midway_leaves_no_truncated_files_and_resume_finishes(onnx_model, isic_val, tmp_path):
+    images = isic_val / "images"
+    args = ["predict", str(images), "--model", str(onnx_model), "-o", str(tmp_path), "--batch-size", "4"]
+    proc = subprocess.Popen([cli_exe(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((tmp_path / "masks").glob("*.png"))) < 20:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = list((tmp_path / "masks").glob("*.png"))
+    assert 0 < len(written) < 600
+    for p in written:  # every PNG present is complete
+        assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is not None, p
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 600
+    assert {r["status"] for r in rows} == {"ok", "skipped"}
+    assert sum(r["status"] == "skipped" for r in rows) >= len(written)
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 600
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
