@@ -1,0 +1,51 @@
+"""``ultralbm-edge demo``: the main job on the bundled default, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app
+from ._common import fail
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("ultralbm-demo"), "-o", "--output", help="Folder for everything the demo writes."),
+    model: str = typer.Option("ultralbm", help="Bundled name or .pth checkpoint to start from."),
+    runs: int = typer.Option(20, help="Timed runs per batch size in the benchmark."),
+) -> None:
+    """Bundled checkpoint -> exact ONNX -> masks for the bundled real images -> accuracy -> latency."""
+    import ultralbm_edge
+    from ultralbm_edge.export import ExportError, export_onnx
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.benchmark import benchmark_model, load_images
+    from ultralbm_edge.runtime.evaluate import evaluate
+    from ultralbm_edge.runtime.models import ModelNotFound, resolve_model
+    from ultralbm_edge.runtime.predict import PredictOptions, predict
+
+    samples = Path(ultralbm_edge.__file__).resolve().parent / "samples"
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        checkpoint = resolve_model(model)
+        typer.echo(f"1/4 export   {checkpoint} -> {output / 'model.onnx'}")
+        result = export_onnx(checkpoint, output / "model.onnx", dynamic_batch=True, parity_images=samples / "images")
+    except (ModelNotFound, ExportError) as e:
+        fail(str(e))
+    typer.echo(f"             {result.nodes} nodes, {result.seconds:.1f} s; {result.parity.summary()}")
+    backend = open_backend(result.path, threads=None)
+    summary = predict([samples / "images"], backend, output / "predictions", PredictOptions(overlay=True, save_probs=True, resume=False))
+    typer.echo(f"2/4 predict  {summary.ok} images segmented in {summary.seconds:.1f} s -> {output / 'predictions'} (masks/, overlays/, results.csv)")
+    scores = evaluate(backend, samples)
+    typer.echo(
+        f"3/4 evaluate {scores['n_images']} bundled images with expert masks: DSC {scores['dsc'] * 100:.2f}, "
+        f"IoU {scores['iou'] * 100:.2f}, mean Dice {scores['mean_dice'] * 100:.2f}"
+    )
+    bench = benchmark_model("model.onnx", backend, load_images(samples / "images", 8), [1, 8], warmup=3, runs=runs)
+    b1, b8 = bench.batches
+    typer.echo(
+        f"4/4 latency  ONNX Runtime CPU: batch 1 p50 {b1.p50_ms:.1f} ms; batch 8 {b8.per_image_ms:.1f} ms/image "
+        f"({b8.images_per_s:.0f} images/s); preprocessing {bench.preprocess_ms:.1f} ms/image"
+    )
+    typer.echo(f"done: results are in {output.resolve()}")
