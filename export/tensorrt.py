@@ -15,62 +15,28 @@ GPU the package supports; TensorRT-RTX refuses compute capability 9.0 (H100/H200
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import onnx
 
+from ultralbm_edge.runtime.backends.tensorrt_backend import (
+    TensorRT,
+    TensorRTError,
+    current_gpu,
+    load_tensorrt,
+    sidecar_path,
+)
 from ultralbm_edge.runtime.imageio import write_atomic
 from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata
 
 from .fp16 import convert_to_fp16
 
-# Import names, best first: standard TensorRT (Jetson, data centre), then TensorRT-RTX (RTX PCs).
-PACKAGES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt_rtx_bindings"}
 PRECISIONS = ("fp32", "fp16", "int8")
-SIDECAR_SUFFIX = ".json"
-
-
-class TensorRTError(RuntimeError):
-    """TensorRT is missing, rejected the model, or cannot build what was asked; the message says what to do."""
-
-
-@dataclass
-class TensorRT:
-    module: ModuleType
-    package: str  # "tensorrt" or "tensorrt_rtx"
-    version: str
-
-    @property
-    def strongly_typed_only(self) -> bool:
-        """TensorRT-RTX and TensorRT >= 11 have no FP16/INT8 builder flags: types come from the network."""
-        major = int(self.version.split(".")[0])
-        return self.package == "tensorrt_rtx" or major >= 11
-
-
-def load_tensorrt(package: str = "auto") -> TensorRT:
-    """Import ``tensorrt`` or TensorRT-RTX (``auto``: whichever is installed, standard TensorRT first)."""
-    if package not in ("auto", *PACKAGES):
-        raise TensorRTError(f"unknown TensorRT package {package!r}; choose auto, {', '.join(PACKAGES)}")
-    names = list(PACKAGES) if package == "auto" else [package]
-    errors = []
-    for name in names:
-        try:
-            module = importlib.import_module(PACKAGES[name])
-        except ImportError as e:
-            errors.append(f"{PACKAGES[name]}: {e}")
-            continue
-        return TensorRT(module, name, str(module.__version__))
-    raise TensorRTError(
-        "no TensorRT is installed (" + "; ".join(errors) + ") — install TensorRT for your device (Jetson: JetPack's "
-        "tensorrt; RTX PCs: pip install 'ultralbm-edge[rtx]'), or use the ONNX model with ONNX Runtime"
-    )
 
 
 @dataclass
@@ -224,10 +190,6 @@ def build_engine(
     return EngineResult(output, sidecar, time.perf_counter() - started, notes)
 
 
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + SIDECAR_SUFFIX)
-
-
 def _compute_capabilities(config) -> list[str]:
     n = getattr(config, "num_compute_capabilities", 0)
     return [str(config.get_compute_capability(i)).split(".")[-1] for i in range(n)]
@@ -236,14 +198,10 @@ def _compute_capabilities(config) -> list[str]:
 def _gpu_name() -> str:
     """The GPU the engine was built on, when there is one (TensorRT-RTX also builds without)."""
     try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
-        return "none detected (cuda-python not installed)"
-    err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0 or count == 0:
-        return "none (ahead-of-time build on a machine without a GPU)"
-    err, prop = cudart.cudaGetDeviceProperties(0)
-    return f"{prop.name.decode(errors='replace').strip(chr(0))} (sm_{prop.major}{prop.minor})"
+        name, (major, minor) = current_gpu()
+    except TensorRTError as e:
+        return f"none ({e})"
+    return f"{name} (sm_{major}{minor})"
 
 
 @dataclass

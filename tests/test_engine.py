@@ -1,0 +1,115 @@
+"""TensorRT: every exported scan strategy parses and builds ahead of time (TensorRT-RTX builds on a CPU-only
+machine); engines carry sidecars; loading checks them. No engine is *executed* here: TensorRT-RTX's runtime
+needs a supported GPU (not this CI machine, and not the H100/H200 it refuses)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ultralbm_edge.export import EXPORT_SCANS, export_onnx
+from ultralbm_edge.runtime.backends import open_backend
+from ultralbm_edge.runtime.backends.tensorrt_backend import TensorRTError, current_gpu, load_tensorrt
+
+try:
+    TRT = load_tensorrt()
+except TensorRTError as e:
+    TRT = None
+    WHY = str(e)
+
+needs_trt = pytest.mark.skipif(TRT is None, reason="neither tensorrt nor tensorrt_rtx is installed (pip install '.[rtx]')")
+pytestmark = [pytest.mark.tensorrt, needs_trt]
+
+
+def _gpu_that_runs_engines() -> str | None:
+    try:
+        _, sm = current_gpu()
+    except TensorRTError as e:
+        return str(e)
+    if TRT.package == "tensorrt_rtx" and sm == (9, 0):
+        return "TensorRT-RTX's runtime refuses compute capability 9.0"
+    return None
+
+
+@pytest.fixture(scope="module")
+def exported(official_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("trt")
+    return {s: export_onnx(official_dir / "best.pth", d / f"{s}.onnx", scan=s, check=False).path for s in EXPORT_SCANS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("scan", EXPORT_SCANS)
+def test_every_strategy_parses_and_builds(exported, scan, precision):
+    from ultralbm_edge.export.tensorrt import check_tensorrt
+
+    report = check_tensorrt(exported[scan], precision=precision)
+    assert report.parsed and report.built, report.error
+    assert report.engine_bytes > 100_000
+
+
+def test_fp32_fp16_int8_engines_and_sidecars(onnx_model, isic_val, tmp_path):
+    from ultralbm_edge.calibration import quantize_int8
+    from ultralbm_edge.export.tensorrt import build_engine, file_sha256
+
+    int8_onnx = quantize_int8(onnx_model, isic_val / "images", tmp_path / "m.int8.onnx", method="minmax", num_images=16).path
+    for precision, source in (("fp32", onnx_model), ("fp16", onnx_model), ("int8", int8_onnx)):
+        result = build_engine(source, tmp_path / f"m.{precision}.engine", precision=precision, max_batch=4)
+        side = json.loads((tmp_path / f"m.{precision}.engine.json").read_text())
+        assert result.path.stat().st_size > 100_000
+        assert side["precision"] == precision and side["metadata"]["precision"] == precision
+        assert side["tensorrt_package"] == TRT.package and side["tensorrt_version"] == TRT.version
+        assert side["batch"] == {"min": 1, "opt": 4, "max": 4}
+        assert side["source_onnx_sha256"] == file_sha256(source)
+        assert side["metadata"]["variant"] == "ultralbm" and side["metadata"]["threshold"] == 0.5
+
+
+def test_engine_errors_are_specific(onnx_model, tmp_path):
+    from ultralbm_edge.export.tensorrt import build_engine
+
+    if TRT.strongly_typed_only:
+        with pytest.raises(TensorRTError, match="takes INT8 only from Q/DQ nodes .*ultralbm-edge calibrate"):
+            build_engine(onnx_model, tmp_path / "x.engine", precision="int8")
+    with pytest.raises(TensorRTError, match="unknown precision 'int4'"):
+        build_engine(onnx_model, tmp_path / "x.engine", precision="int4")
+    with pytest.raises(TensorRTError, match="output directory .* does not exist"):
+        build_engine(onnx_model, tmp_path / "missing" / "x.engine")
+    with pytest.raises(TensorRTError, match="unknown TensorRT package"):
+        build_engine(onnx_model, tmp_path / "x.engine", package="tensorflow")
+
+
+def test_loading_checks_the_sidecar(onnx_model, tmp_path):
+    from ultralbm_edge.export.tensorrt import build_engine
+
+    engine = build_engine(onnx_model, tmp_path / "m.engine", max_batch=2).path
+    sidecar = tmp_path / "m.engine.json"
+    good = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**good, "tensorrt_version": "0.9.0"}))
+    with pytest.raises(TensorRTError, match=rf"built with {TRT.package} 0.9.0; this machine has {TRT.package} {TRT.version}"):
+        open_backend(engine)
+    sidecar.unlink()
+    with pytest.raises(TensorRTError, match="no sidecar m.engine.json"):
+        open_backend(engine)
+    sidecar.write_text(json.dumps(good))
+    why_not = _gpu_that_runs_engines()
+    if why_not:  # this machine cannot execute it: the backend must say why, naming the engine
+        with pytest.raises(TensorRTError, match=r"m\.engine: "):
+            open_backend(engine)
+    else:
+        backend = open_backend(engine)
+        probs = backend.run(np.zeros((3, 3, 256, 256), np.float32))
+        assert probs.shape == (3, 1, 256, 256)
+
+
+def test_engine_runs_and_matches_onnx(onnx_model, ph2_val_images, tmp_path):
+    why_not = _gpu_that_runs_engines()
+    if why_not:
+        pytest.skip(f"no GPU here can execute a {TRT.package} engine: {why_not}")
+    from ultralbm_edge.export.tensorrt import build_engine
+    from ultralbm_edge.runtime.imageio import read_image
+    from ultralbm_edge.runtime.preprocess import preprocess
+
+    x = np.stack([preprocess(read_image(p)) for p in sorted(ph2_val_images.glob("*.jpg"))[:4]])
+    engine = open_backend(build_engine(onnx_model, tmp_path / "m.engine", max_batch=4).path)
+    ref = open_backend(onnx_model).run(x)
+    assert np.abs(engine.run(x) - ref).max() < 5e-3
