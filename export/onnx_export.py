@@ -126,6 +126,7 @@ def export_onnx(
             # Tracing unrolls the scan's Python loops over static lengths; that is intended, not a hazard.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is ours by choice
             torch.onnx.export(
                 model,
                 (dummy,),
