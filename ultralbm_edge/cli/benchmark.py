@@ -20,14 +20,14 @@ def _bundled_samples() -> Path:
 
 @app.command()
 def benchmark(
-    models: List[str] = typer.Argument(None, help="Model files (.onnx, .engine, .pth) or bundled names [default: ultralbm]."),
+    models: List[str] = typer.Argument(None, help="Model files (.onnx, .engine, .pth) or bundled names (default: ultralbm)."),
     batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
     warmup: int = typer.Option(3, help="Untimed runs per batch size."),
     runs: int = typer.Option(20, help="Timed runs per batch size."),
-    threads: Optional[int] = typer.Option(None, help="Inference threads [default: the runtime's]."),
-    images: Optional[Path] = typer.Option(None, help="Real images to time with [default: the bundled samples]."),
+    threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
+    images: Optional[Path] = typer.Option(None, help="Real images to time with (default: the bundled samples)."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cpu]."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     """p50/p90/p99 latency and images/s per batch size, with preprocessing/postprocessing per image."""

@@ -16,7 +16,7 @@ from .predict import interactive, progress_reporter
 def calibrate(
     model: Path = typer.Argument(..., help="An FP32 ONNX exported by `ultralbm-edge export`."),
     images: Path = typer.Option(..., help="Folder of dermoscopy images (read through the same preprocessing)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Q/DQ ONNX to write [default: <model>.int8.onnx]."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Q/DQ ONNX to write (default: <model>.int8.onnx)."),
     method: str = typer.Option("percentile", help="Calibration method: minmax, entropy or percentile."),
     num_images: int = typer.Option(256, help="How many images to calibrate on."),
 ) -> None:
@@ -51,7 +51,7 @@ def build_engine_cmd(
     workspace: Optional[int] = typer.Option(None, help="Builder workspace limit in MB."),
     timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file, read and updated (speeds up rebuilds)."),
     trt_package: str = typer.Option("auto", help="auto, tensorrt or tensorrt_rtx."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine file [default: <model>.<precision>.engine]."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine file (default: <model>.<precision>.engine)."),
 ) -> None:
     """Build a TensorRT engine and its JSON sidecar (TensorRT 10/11 or TensorRT-RTX, whichever is installed)."""
     from ultralbm_edge.calibration import CalibrationError, quantize_int8

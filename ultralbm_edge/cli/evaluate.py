@@ -18,7 +18,7 @@ def evaluate(
     data: Path = typer.Option(..., help="Folder with images/ and masks/ (same stems)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cpu]."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
     batch_size: int = typer.Option(8, help="Images per inference batch."),
 ) -> None:
     """DSC, IoU, accuracy, sensitivity, specificity (global confusion matrix at 256x256) and mean per-image Dice."""

@@ -14,7 +14,7 @@ from ._common import fail
 @app.command()
 def export(
     checkpoint: str = typer.Argument("ultralbm", help="A .pth checkpoint, or a bundled model name (ultralbm, ultralbm-t)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="ONNX file to write [default: <checkpoint stem>.onnx]."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="ONNX file to write (default: <checkpoint stem>.onnx)."),
     scan: str = typer.Option("auto", help="Scan strategy: auto, blelloch, parallel, chunked, sequential."),
     target: str = typer.Option("onnxruntime", help="What 'auto' optimises for: onnxruntime or tensorrt."),
     image_size: int = typer.Option(256, help="Square input size (a multiple of 32)."),

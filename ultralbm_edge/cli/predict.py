@@ -33,7 +33,7 @@ def predict(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     model: str = typer.Option("ultralbm", "--model", "-m", help="A .onnx, .engine or .pth file, or a bundled name."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (masks/, probs/, overlays/, results.csv)."),
-    threshold: Optional[float] = typer.Option(None, help="Mask threshold [default: the model's, 0.5]."),
+    threshold: Optional[float] = typer.Option(None, help="Mask threshold (default: the model's, 0.5)."),
     save_probs: bool = typer.Option(False, "--save-probs", help="Also write probs/<stem>.npy (float32 model output)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write overlays/<stem>.jpg (contour on the image)."),
     keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="Keep only the largest lesion."),
@@ -41,8 +41,8 @@ def predict(
     batch_size: int = typer.Option(8, help="Images per inference batch."),
     workers: int = typer.Option(2, help="Threads decoding/preprocessing and writing."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cpu]."),
-    threads: Optional[int] = typer.Option(None, help="Inference threads [default: the runtime's]."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
+    threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
     resume: bool = typer.Option(True, "--resume/--overwrite", help="Skip inputs whose outputs are complete."),
 ) -> None:
     """Segment lesions in dermoscopy images; exit 0 if all succeeded, 1 if some inputs failed, 2 on usage errors."""
