@@ -23,7 +23,7 @@ class DatasetError(ValueError):
     """The evaluation folder is not laid out as DIR/images + DIR/masks with matching stems."""
 
 
-def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """A 0..1 mask resized like the authors' test path (torchvision antialiased bilinear on floats)."""
     h, w = mask.shape
     if (h, w) == (size, size):
@@ -59,7 +59,7 @@ def evaluate(backend: Backend, data: Path | str, batch_size: int = 8, workers: i
         mask = cv2.imread(str(msk), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise DatasetError(f"{msk}: unreadable mask")
-        return preprocess(read_image(img), size), _resize_mask(mask.astype(np.float64) / 255.0, size)
+        return preprocess(read_image(img), size), resize_mask(mask.astype(np.float64) / 255.0, size)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         loaded = pool.map(load, pairs)

@@ -162,8 +162,11 @@ def save_checkpoint(
     provenance: Mapping[str, Any] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     image_size: int = IMAGE_SIZE,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write our self-describing format (plain containers and tensors only, so ``weights_only`` loads it)."""
+    """Write our self-describing format (plain containers and tensors only, so ``weights_only`` loads it).
+
+    ``extra`` adds top-level entries (training keeps its resumable optimizer/scheduler state there)."""
     payload = {
         "format": FORMAT,
         "variant": variant,
@@ -173,6 +176,7 @@ def save_checkpoint(
         "threshold": float(threshold),
         "provenance": dict(provenance or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **dict(extra or {}),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def _root(
 
 
 # Command modules register themselves on ``app`` when imported.
-from . import benchmark, demo, engine, evaluate, export, info, predict  # noqa: E402,F401
+from . import benchmark, demo, engine, evaluate, export, info, predict, train  # noqa: E402,F401
 
 
 def main() -> None:

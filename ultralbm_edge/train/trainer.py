@@ -1,0 +1,186 @@
+"""Training and distillation with the paper's recipe (§4.2), resumable, on CPU, one GPU or several (torchrun).
+
+Recipe: 256x256 inputs, random flips and rotations, BCE + Dice, AdamW (lr 1e-3, weight decay 1e-2),
+CosineAnnealingLR (T_max 50, eta_min 1e-5) stepped per epoch, batch 8, 300 epochs. The whole split is preprocessed
+once (the deployment preprocessing) and kept on the training device; augmentation runs there in batches. As in the
+authors' train.py, ``best.pth`` is the epoch with the lowest validation loss; validation DSC/IoU use the paper's
+global confusion matrix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ultralbm_edge import __version__
+from ultralbm_edge.checkpoint import load_checkpoint, save_checkpoint
+from ultralbm_edge.models import count_parameters, create_model
+from ultralbm_edge.runtime.metrics import ConfusionAccumulator
+
+from .data import augment, load_split
+from .losses import BceDiceLoss, HybridDistillationLoss
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    variant: str = "ultralbm"
+    epochs: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    t_max: int = 50
+    eta_min: float = 1e-5
+    device: str = "cpu"
+    seed: int = 42
+    amp: bool = False
+    resume: bool = False
+    teacher: str | None = None  # set for distillation
+    limit: int | None = None  # use only the first N images of each split (smoke tests)
+    scan: str = ""  # scan strategy; default: chunked on CPU, blelloch on CUDA (both exact, autograd-friendly)
+    stop_after_minutes: float | None = None  # end cleanly after the epoch that crosses this; --resume continues
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); under torchrun (WORLD_SIZE > 1) joins the process group first."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _device(cfg: TrainConfig, rank: int) -> torch.device:
+    if cfg.device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: PyTorch sees no CUDA GPU — use --device cpu")
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _evaluate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, loss_fn, batch: int) -> dict[str, float]:
+    model.eval()
+    acc = ConfusionAccumulator(0.5)
+    losses = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            prob = model(images[i : i + batch])
+            losses.append(float(loss_fn(prob, masks[i : i + batch])) * len(prob))
+            for p, t in zip(prob[:, 0].float().cpu().numpy(), masks[i : i + batch, 0].cpu().numpy()):
+                acc.add(p, t)
+    m = acc.result()
+    return {"val_loss": sum(losses) / len(images), "val_dsc": m["dsc"], "val_iou": m["iou"], "val_mean_dice": m["mean_dice"]}
+
+
+def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Train (or, with ``cfg.teacher``, distill) and write best.pth, last.pth and metrics.{csv,json} to ``cfg.out``."""
+    rank, world = _distributed()
+    device = _device(cfg, rank)
+    torch.manual_seed(cfg.seed + rank)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(cfg.data)
+    train_x, train_y = load_split(data / "train", limit=cfg.limit)
+    val_x, val_y = load_split(data / "val", limit=cfg.limit)
+    train_x, train_y, val_x, val_y = (t.to(device) for t in (train_x, train_y, val_x, val_y))
+
+    model = create_model(cfg.variant, scan=cfg.scan or ("blelloch" if device.type == "cuda" else "chunked")).to(device)
+    teacher = None
+    if cfg.teacher:
+        teacher = load_checkpoint(cfg.teacher).model.to(device).set_scan_strategy(model.encoder5[0].mamba.scan_strategy)
+        teacher.eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    hard = BceDiceLoss()
+    hybrid = HybridDistillationLoss().to(device) if teacher is not None else None
+
+    history: list[dict[str, float]] = []
+    start_epoch, best_loss = 1, float("inf")
+    last = out / "last.pth"
+    if cfg.resume and last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["training_state"]["optimizer"])
+        scheduler.load_state_dict(state["training_state"]["scheduler"])
+        start_epoch = int(state["training_state"]["epoch"]) + 1
+        best_loss = float(state["training_state"]["best_val_loss"])
+        history = list(state["training_state"]["history"])
+        log(f"resumed from {last} at epoch {start_epoch}")
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
+    provenance = {
+        "toolkit_version": __version__, "data": str(data), "n_train": len(train_x), "n_val": len(val_x),
+        "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra")},
+        "parameters": count_parameters(model), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "world_size": world,
+    }  # fmt: skip
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        net.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(train_x), device=device, generator=generator)[rank::world]
+        losses = []
+        for i in range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            x, y = augment(train_x[idx], train_y[idx], generator)
+            with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
+                prob = net(x)
+                if teacher is not None:
+                    with torch.no_grad():
+                        target_prob = teacher(x)
+                    loss, _ = hybrid(prob.float(), target_prob.float(), y)
+                else:
+                    loss = hard(prob.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.detach())
+        scheduler.step()
+        train_loss = float(torch.stack(losses).mean())
+        seconds = time.perf_counter() - t0
+        if rank != 0:
+            continue
+        metrics = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+                   **_evaluate(model, val_x, val_y, hard, 32)}  # fmt: skip
+        history.append(metrics)
+        if metrics["val_loss"] < best_loss:
+            best_loss = metrics["val_loss"]
+            save_checkpoint(out / "best.pth", model, cfg.variant, {**provenance, "epoch": epoch, **metrics})
+        save_checkpoint(last, model, cfg.variant, {**provenance, "epoch": epoch, **metrics}, extra={"training_state": {
+            "epoch": epoch, "best_val_loss": best_loss, "history": history,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}})  # fmt: skip
+        _write_history(out, history)
+        log(
+            f"epoch {epoch}/{cfg.epochs}  train {train_loss:.4f}  val {metrics['val_loss']:.4f}  "
+            f"DSC {metrics['val_dsc'] * 100:.2f}  IoU {metrics['val_iou'] * 100:.2f}  {seconds:.1f} s"
+        )
+        if cfg.stop_after_minutes and time.perf_counter() - started > 60 * cfg.stop_after_minutes and epoch < cfg.epochs:
+            log(f"stopping after epoch {epoch} (--stop-after-minutes {cfg.stop_after_minutes}); continue with --resume")
+            break
+    if world > 1:
+        dist.destroy_process_group()
+    return {"history": history, "best_val_loss": best_loss, "out": str(out)}
+
+
+def _write_history(out: Path, history: list[dict[str, float]]) -> None:
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    (out / "metrics.json").write_text(json.dumps(history, indent=1) + "\n")
