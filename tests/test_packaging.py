@@ -26,8 +26,12 @@ def test_wheel_layout_is_namespaced(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"ultralbm_edge"}
-    for sub in ("export", "runtime", "calibration"):
-        assert f"ultralbm_edge/{sub}/__init__.py" in names
+    # Every package folder of the source tree is in the wheel (a forgotten subpackage breaks normal installs).
+    for top, target in (("ultralbm_edge", "ultralbm_edge"), ("export", "ultralbm_edge/export"),
+                        ("runtime", "ultralbm_edge/runtime"), ("calibration", "ultralbm_edge/calibration")):  # fmt: skip
+        for init in (REPO / top).rglob("__init__.py"):
+            rel = init.relative_to(REPO / top).as_posix()
+            assert f"{target}/{rel}" in names, f"{top}/{rel} is missing from the wheel: list it in pyproject packages"
 
 
 def test_installed_wheel_runtime_imports_without_torch(wheel, tmp_path):
@@ -36,7 +40,7 @@ def test_installed_wheel_runtime_imports_without_torch(wheel, tmp_path):
     # Block torch: any import of it in the runtime path raises ImportError.
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import ultralbm_edge, ultralbm_edge.runtime.preprocess, ultralbm_edge.runtime.imageio\n"
+        "import ultralbm_edge, ultralbm_edge.runtime.predict, ultralbm_edge.runtime.backends.onnxruntime_backend\n"
         f"assert ultralbm_edge.__file__.startswith({str(target)!r}), ultralbm_edge.__file__\n"
         "from ultralbm_edge.cli import app\n"
         "print('ok')\n"

@@ -49,3 +49,14 @@ def test_losses_reward_the_truth():
     same, parts = hybrid(good, good, masks)
     other, _ = hybrid(bad, good, masks)
     assert same < other and parts["gradient"] < 1e-6 and abs(parts["attention"]) < 1e-6
+
+
+def test_bundled_checkpoints_segment_ph2(tmp_path):
+    """The bundled trained models (MODEL_CARD.md) stay accurate on the 30 PH2 val images, which neither saw in
+    training (floors a little below what they score)."""
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.evaluate import evaluate
+
+    for name, floor in (("ultralbm", 0.88), ("ultralbm-t", 0.85)):
+        result = evaluate(open_backend(name, backend="torch"), DATA / "ph2" / "val")
+        assert result["dsc"] >= floor, (name, result["dsc"])

@@ -15,6 +15,8 @@ from ultralbm_edge.runtime.metadata import ModelMetadata
 
 # Exact to the sequential reference and several times faster on the CPU (see tests/test_model.py).
 CPU_SCAN = "chunked"
+# On a GPU: the fused Triton kernel, run inside one CUDA graph per batch size (ultralbm_edge.gpu).
+GPU_SCAN = "triton"
 
 
 class TorchBackend:
@@ -31,7 +33,14 @@ class TorchBackend:
         self.device = torch.device(device or "cpu")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError(f"{path}: device cuda asked for, but PyTorch sees no CUDA GPU — use --device cpu")
+        if self.device.type == "cuda" and scan == CPU_SCAN:
+            scan = GPU_SCAN
         self.model = ckpt.model.to(self.device).set_scan_strategy(scan)
+        self._graphs = None
+        if self.device.type == "cuda":
+            from ultralbm_edge.gpu import CudaGraphRunner
+
+            self._graphs = CudaGraphRunner(self.model, device=self.device, scan=scan)
         self.metadata = ModelMetadata(
             variant=ckpt.variant,
             channels=ckpt.channels,
@@ -45,6 +54,8 @@ class TorchBackend:
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if self._graphs is not None:
+            return self._graphs.run(batch)
         return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
     def describe(self) -> dict[str, str]:

@@ -73,7 +73,7 @@ def _selective_scan_fwd_kernel(
     is_last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, None, :]
 
     h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    for l0 in range(0, length, BLOCK_L):
+    for l0 in tl.range(0, length, BLOCK_L):
         offs_l = l0 + tl.arange(0, BLOCK_L)
         mask_l = offs_l < length
         mask_dl = mask_d[:, None] & mask_l[None, :]

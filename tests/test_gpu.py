@@ -1,0 +1,156 @@
+"""The fused Triton scan and the CUDA-graph runner, on a CUDA GPU (skipped with a reason elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import dice
+from ultralbm_edge.ops import selective_scan
+from ultralbm_edge.runtime.imageio import read_image
+from ultralbm_edge.runtime.preprocess import preprocess
+
+_skip_without_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; PyTorch sees none")
+
+
+def needs_cuda(test):
+    return pytest.mark.gpu(_skip_without_cuda(test))
+
+
+def _scan_inputs(b: int, d: int, n: int, length: int, seed: int, device: str = "cuda") -> dict:
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    return dict(
+        u=r(b, d, length),
+        # delta in the layout the model passes: (b, d, L) view of a (b, L, d) tensor
+        delta=r(b, length, d).transpose(1, 2),
+        A=-torch.rand(d, n, generator=g).to(device) * 4,
+        B=r(b, n, length),
+        C=r(b, n, length),
+        D=r(d),
+        z=r(b, 2 * d, length)[:, d:],  # every other channel block, as x/z come out of in_proj
+        delta_bias=r(d),
+    )
+
+
+def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", [(2, 6, 16, 1), (2, 6, 16, 7), (4, 16, 16, 256), (3, 24, 16, 64), (1, 5, 3, 70), (64, 32, 16, 64)])
+@pytest.mark.parametrize("optional", ["all", "none"])
+def test_triton_scan_equals_float64_reference(shape, optional):
+    b, d, n, length = shape
+    inputs = _scan_inputs(b, d, n, length, seed=length * 31 + d)
+    if optional == "none":
+        inputs.update(D=None, z=None, delta_bias=None)
+        inputs["delta"] = inputs["delta"].abs()  # without softplus, delta must be positive (decays <= 1)
+    softplus = optional == "all"
+    ref = selective_scan(**{k: v.double() if v is not None else None for k, v in inputs.items()},
+                         delta_softplus=softplus, strategy="sequential")  # fmt: skip
+    out = selective_scan(**inputs, delta_softplus=softplus, strategy="triton")
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert _relative_error(out, ref) < 1e-5
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_scan_is_stable_in_half_precision(dtype):
+    # Long sequence, strong decays and large deltas: an exp of a running sum would overflow fp16.
+    inputs = _scan_inputs(8, 16, 16, 256, seed=7)
+    inputs["delta"] = inputs["delta"] * 4
+    ref = selective_scan(**{k: v.double() for k, v in inputs.items()}, delta_softplus=True, strategy="sequential")
+    half = {k: v.to(dtype) if k in ("u", "delta", "B", "C", "z") else v for k, v in inputs.items()}
+    out = selective_scan(**half, delta_softplus=True, strategy="triton")
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert _relative_error(out, ref) < (1e-2 if dtype == torch.float16 else 3e-2)
+
+
+@needs_cuda
+def test_triton_scan_gradients_equal_the_pure_pytorch_scan():
+    inputs = _scan_inputs(2, 8, 16, 64, seed=3)
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
+    ref_leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
+    grad_out = torch.randn_like(inputs["u"])
+    selective_scan(**leaves, delta_softplus=True, strategy="triton").backward(grad_out)
+    selective_scan(**ref_leaves, delta_softplus=True, strategy="chunked").backward(grad_out)
+    for k in inputs:
+        torch.testing.assert_close(leaves[k].grad, ref_leaves[k].grad, rtol=1e-4, atol=1e-4, msg=k)
+
+
+@needs_cuda
+def test_triton_scan_refuses_cpu_tensors_with_a_hint():
+    inputs = _scan_inputs(1, 4, 16, 8, seed=0, device="cpu")
+    with pytest.raises(RuntimeError, match="chunked"):
+        selective_scan(**inputs, strategy="triton")
+
+
+@pytest.fixture
+def fresh_model(official_dir):
+    """The official model, loaded anew: the runner moves it to the GPU and switches its scan."""
+    from ultralbm_edge.checkpoint import load_checkpoint
+
+    return load_checkpoint(official_dir / "best.pth").model
+
+
+@pytest.fixture(scope="module")
+def golden_batch(golden, ph2_val_images) -> np.ndarray:
+    return np.stack([preprocess(read_image(ph2_val_images / n)) for n in golden["names"]])
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_graph_runner_reproduces_the_authors_outputs(fresh_model, golden, golden_batch, precision):
+    from ultralbm_edge.gpu import CudaGraphRunner
+
+    runner = CudaGraphRunner(fresh_model, precision=precision, max_batch=16)  # 30 images: slices of 16 and 14
+    probs = runner.run(golden_batch)
+    assert probs.shape == golden["probs"].shape and probs.dtype == np.float32
+    diff = np.abs(probs - golden["probs"])
+    if precision == "fp32":
+        assert diff.max() <= 5e-3 and diff.mean() <= 1e-4, (diff.max(), diff.mean())
+    for p, g in zip(probs, golden["probs"]):
+        assert dice(p >= 0.5, g >= 0.5) >= (0.999 if precision == "fp32" else 0.98)
+
+
+@needs_cuda
+def test_graph_replay_follows_new_inputs(fresh_model, golden_batch):
+    from ultralbm_edge.gpu import CudaGraphRunner
+
+    runner = CudaGraphRunner(fresh_model)
+    first = runner.run(golden_batch[:2])
+    second = runner.run(golden_batch[2:4])  # same batch size: the same graph, new data
+    # The runner's fp32 is TF32-free; so must the eager reference be (PyTorch lets cuDNN use TF32 by default).
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            eager = runner.model(torch.from_numpy(golden_batch[2:4]).cuda()).cpu().numpy()
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+    np.testing.assert_allclose(second, eager, atol=1e-5)
+    assert not np.allclose(first, second)
+
+
+@needs_cuda
+def test_torch_backend_on_cuda_uses_the_graph_runner(official_dir, golden, golden_batch):
+    from ultralbm_edge.torch_backend import TorchBackend
+
+    backend = TorchBackend(official_dir / "best.pth", device="cuda")
+    assert backend.metadata.scan_strategy == "triton"
+    with torch.inference_mode():  # as callers may run it; the graph's buffers must accept that too
+        probs = backend.run(golden_batch[:5])
+    probs_again = backend.run(golden_batch[:5])
+    np.testing.assert_array_equal(probs, probs_again)
+    assert np.abs(probs - golden["probs"][:5]).max() <= 5e-3
+
+
+def test_triton_strategy_is_named_in_the_unknown_strategy_error():
+    with pytest.raises(ValueError, match="triton"):
+        selective_scan(*[torch.zeros(1, 1, 1)] * 2, torch.zeros(1, 1), *[torch.zeros(1, 1, 1)] * 2, strategy="nope")
