@@ -11,10 +11,9 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxslim
 import torch
@@ -45,7 +44,6 @@ class ExportResult:
     seconds: float
     nodes: int
     parity: ParityReport | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def resolve_scan(scan: str, target: str = "onnxruntime") -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import onnx
 
+from ultralbm_edge.checkpoint import file_sha256
 from ultralbm_edge.runtime.backends.tensorrt_backend import (
     TensorRT,
     TensorRTError,
@@ -35,6 +36,7 @@ from ultralbm_edge.runtime.imageio import write_atomic
 from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata
 
 from .fp16 import convert_to_fp16
+from .onnx_export import read_metadata
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -47,14 +49,9 @@ class EngineResult:
     notes: list[str] = field(default_factory=list)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def read_onnx_metadata(path: Path) -> ModelMetadata:
-    model = onnx.load(str(path), load_external_data=False)
     try:
-        return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, source=str(path))
+        return read_metadata(path)
     except MetadataError as e:
         raise TensorRTError(str(e)) from None
 

@@ -70,11 +70,11 @@ def benchmark_model(
     for bs in batch_sizes:
         batch = np.stack([inputs[i % len(inputs)] for i in range(bs)])
         for _ in range(warmup):
-            probs = backend.run(batch)
+            backend.run(batch)
         samples = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            probs = backend.run(batch)
+            backend.run(batch)
             samples.append(time.perf_counter() - t0)
         p50, p90, p99 = _percentiles(samples)
         result.batches.append(BatchTiming(bs, p50, p90, p99, p50 / bs, 1e3 * bs / p50))
