@@ -24,9 +24,14 @@ from ultralbm_edge.runtime.metadata import ModelMetadata
 
 from .fp16 import convert_to_fp16
 from .parity import ParityReport, check_parity, load_parity_images
+from .scan_lowering import LOWERED_FORMS, lower_scan_nodes
+from .scan_node import DOMAIN as SCAN_DOMAIN
+from .scan_node import NODE_STRATEGY
 
-# Strategies that lower to stock ONNX ops; "auto" resolves per target (see resolve_scan).
-EXPORT_SCANS = ("blelloch", "parallel", "chunked", "sequential")
+# Strategies traced from PyTorch (the scan unrolled into Mul/Add/Slice/Concat), then the forms lowered from one
+# SelectiveScan node (see scan_lowering); "auto" resolves per target (see resolve_scan).
+TRACED_SCANS = ("blelloch", "parallel", "chunked", "sequential")
+EXPORT_SCANS = TRACED_SCANS + LOWERED_FORMS
 TARGETS = ("onnxruntime", "tensorrt")
 MIN_OPSET = 17  # LayerNormalization is a single op from opset 17 on; older opsets would need it decomposed
 MAX_OPSET = 20
@@ -46,15 +51,26 @@ class ExportResult:
     parity: ParityReport | None = None
 
 
+# Forms that need ONNX Runtime's contrib ops; TensorRT cannot build them.
+ORT_ONLY_SCANS = ("linear_attention",)
+# What "auto" picks per target. ONNX Runtime CPU: LinearAttention runs the whole recurrence in one kernel
+# (1.27x the no-scan floor vs 1.55x for blelloch, benchmarks/export_strategies.py). TensorRT: the log-depth
+# Blelloch scan, whose plain elementwise ops build in seconds; `loop` builds too, but runs its 256 steps one
+# after another on the GPU (engines could not be timed here: no GPU that TensorRT-RTX runs on).
+AUTO_SCAN = {"onnxruntime": "linear_attention", "tensorrt": "blelloch"}
+
+
 def resolve_scan(scan: str, target: str = "onnxruntime") -> str:
-    """Map ``auto`` to the fastest exact strategy for ``target`` (measured by benchmarks/export_strategies.py:
-    the work-efficient Blelloch scan is fastest on ONNX Runtime CPU, and builds in seconds in TensorRT)."""
+    """Map ``auto`` to the fastest exact strategy for ``target``; refuse a strategy the target cannot run."""
     if target not in TARGETS:
         raise ExportError(f"unknown target {target!r}; choose one of {TARGETS}")
     if scan == "auto":
-        return "blelloch"
+        return AUTO_SCAN[target]
     if scan not in EXPORT_SCANS:
         raise ExportError(f"unknown scan strategy {scan!r}; choose auto or one of {EXPORT_SCANS}")
+    if target == "tensorrt" and scan in ORT_ONLY_SCANS:
+        raise ExportError(f"--scan {scan} uses ONNX Runtime's contrib op LinearAttention, which TensorRT cannot build; "
+                          "choose --scan auto/blelloch/loop/plugin for --target tensorrt")
     return scan
 
 
@@ -103,7 +119,7 @@ def export_onnx(
     except CheckpointError as e:
         raise ExportError(str(e)) from None
 
-    model = ckpt.model.eval().set_scan_strategy(scan)
+    model = ckpt.model.eval().set_scan_strategy(NODE_STRATEGY if scan in LOWERED_FORMS else scan)
     meta = ModelMetadata(
         variant=ckpt.variant,
         channels=ckpt.channels,
@@ -134,9 +150,12 @@ def export_onnx(
                 opset_version=opset,
                 dynamic_axes={"image": {0: "N"}, "prob": {0: "N"}} if dynamic_batch else None,
                 do_constant_folding=True,
+                custom_opsets={SCAN_DOMAIN: 1} if scan in LOWERED_FORMS else None,
                 dynamo=False,
             )
         graph = onnxslim.slim(onnx.load(str(tmp)))  # constant folding, dead-node and shape-op cleanup
+        if scan in LOWERED_FORMS:
+            graph = lower_scan_nodes(graph, scan)
         if fp16:
             graph = convert_to_fp16(graph)
         graph.doc_string = f"UltraLBM-UNet ({ckpt.variant}) exported by ultralbm-edge {__version__}"

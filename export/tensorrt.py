@@ -36,7 +36,7 @@ from ultralbm_edge.runtime.imageio import write_atomic
 from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata
 
 from .fp16 import convert_to_fp16
-from .onnx_export import read_metadata
+from .onnx_export import ORT_ONLY_SCANS, read_metadata
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -125,7 +125,15 @@ def build_engine(
             notes.append("converted to FP16 internals for the strongly typed builder (scan, norms, sigmoid in FP32)")
         if precision == "fp32" and (qdq or meta.precision == "fp16"):
             raise TensorRTError(f"{onnx_path}: holds {'Q/DQ' if qdq else 'FP16'} types; an fp32 engine needs the FP32 export")
-    builder, network, _parser, _logger = parse(trt, model.SerializeToString(), str(onnx_path))
+    try:
+        builder, network, _parser, _logger = parse(trt, model.SerializeToString(), str(onnx_path))
+    except TensorRTError as e:
+        if meta.scan_strategy in ORT_ONLY_SCANS:
+            raise TensorRTError(
+                f"{e} — this file was exported for ONNX Runtime (scan {meta.scan_strategy}); re-export it for TensorRT "
+                "with `ultralbm-edge export CHECKPOINT --target tensorrt` (or `--engine`)"
+            ) from None
+        raise
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(t.MemoryPoolType.WORKSPACE, workspace_mb << 20)

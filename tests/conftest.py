@@ -66,6 +66,15 @@ def onnx_model(official_dir: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def exported_scans(official_dir: Path, tmp_path_factory) -> dict:
+    """The official checkpoint exported once per scan strategy (fixed batch 1), each through the parity gate."""
+    from ultralbm_edge.export import EXPORT_SCANS, export_onnx
+
+    d = tmp_path_factory.mktemp("scans")
+    return {s: export_onnx(official_dir / "best.pth", d / f"{s}.onnx", scan=s) for s in EXPORT_SCANS}
+
+
 def cli_exe() -> str:
     """The installed console script (beside this interpreter when the venv is not activated)."""
     import shutil

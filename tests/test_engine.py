@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ultralbm_edge.export import EXPORT_SCANS, export_onnx
+from conftest import run_cli
+from ultralbm_edge.export import EXPORT_SCANS, ORT_ONLY_SCANS, export_onnx
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.backends.tensorrt_backend import TensorRTError, current_gpu, load_tensorrt
 
@@ -32,28 +33,44 @@ def _gpu_that_runs_engines() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def exported(official_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("trt")
-    return {s: export_onnx(official_dir / "best.pth", d / f"{s}.onnx", scan=s, check=False).path for s in EXPORT_SCANS}
+def trt_onnx(official_dir, tmp_path_factory):
+    """The official checkpoint exported for TensorRT (auto scan for that target), dynamic batch."""
+    out = tmp_path_factory.mktemp("trt") / "official.onnx"
+    return export_onnx(official_dir / "best.pth", out, target="tensorrt", dynamic_batch=True).path
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("scan", EXPORT_SCANS)
-def test_every_strategy_parses_and_builds(exported, scan, precision):
+@pytest.mark.parametrize("scan", [s for s in EXPORT_SCANS if s not in ORT_ONLY_SCANS])
+def test_every_tensorrt_strategy_parses_and_builds(exported_scans, scan, precision):
     from ultralbm_edge.export.tensorrt import check_tensorrt
 
-    report = check_tensorrt(exported[scan], precision=precision)
+    report = check_tensorrt(exported_scans[scan].path, precision=precision)
     assert report.parsed and report.built, report.error
     assert report.engine_bytes > 100_000
 
 
-def test_fp32_fp16_int8_engines_and_sidecars(onnx_model, isic_val, tmp_path):
+def test_onnx_runtime_only_form_is_rejected_with_the_remedy(exported_scans):
+    from ultralbm_edge.export.tensorrt import build_engine
+
+    with pytest.raises(TensorRTError, match="LinearAttention.*re-export it for TensorRT with .*--target tensorrt"):
+        build_engine(exported_scans["linear_attention"].path)
+
+
+def test_export_engine_shortcut(tmp_path):
+    res = run_cli("export", "ultralbm-t", "-o", str(tmp_path / "t.onnx"), "--engine", "fp16", "--no-check")
+    assert res.returncode == 0, res.stderr
+    assert "scan=blelloch" in res.stdout and (tmp_path / "t.fp16.engine").stat().st_size > 100_000
+    side = json.loads((tmp_path / "t.fp16.engine.json").read_text())
+    assert side["precision"] == "fp16" and side["metadata"]["variant"] == "ultralbm-t"
+
+
+def test_fp32_fp16_int8_engines_and_sidecars(trt_onnx, isic_val, tmp_path):
     from ultralbm_edge.calibration import quantize_int8
     from ultralbm_edge.export.tensorrt import build_engine, file_sha256
 
-    int8_onnx = quantize_int8(onnx_model, isic_val / "images", tmp_path / "m.int8.onnx", method="minmax", num_images=16).path
-    for precision, source in (("fp32", onnx_model), ("fp16", onnx_model), ("int8", int8_onnx)):
+    int8_onnx = quantize_int8(trt_onnx, isic_val / "images", tmp_path / "m.int8.onnx", method="minmax", num_images=16).path
+    for precision, source in (("fp32", trt_onnx), ("fp16", trt_onnx), ("int8", int8_onnx)):
         result = build_engine(source, tmp_path / f"m.{precision}.engine", precision=precision, max_batch=4)
         side = json.loads((tmp_path / f"m.{precision}.engine.json").read_text())
         assert result.path.stat().st_size > 100_000
@@ -64,24 +81,24 @@ def test_fp32_fp16_int8_engines_and_sidecars(onnx_model, isic_val, tmp_path):
         assert side["metadata"]["variant"] == "ultralbm" and side["metadata"]["threshold"] == 0.5
 
 
-def test_engine_errors_are_specific(onnx_model, tmp_path):
+def test_engine_errors_are_specific(trt_onnx, tmp_path):
     from ultralbm_edge.export.tensorrt import build_engine
 
     if TRT.strongly_typed_only:
         with pytest.raises(TensorRTError, match="takes INT8 only from Q/DQ nodes .*ultralbm-edge calibrate"):
-            build_engine(onnx_model, tmp_path / "x.engine", precision="int8")
+            build_engine(trt_onnx, tmp_path / "x.engine", precision="int8")
     with pytest.raises(TensorRTError, match="unknown precision 'int4'"):
-        build_engine(onnx_model, tmp_path / "x.engine", precision="int4")
+        build_engine(trt_onnx, tmp_path / "x.engine", precision="int4")
     with pytest.raises(TensorRTError, match="output directory .* does not exist"):
-        build_engine(onnx_model, tmp_path / "missing" / "x.engine")
+        build_engine(trt_onnx, tmp_path / "missing" / "x.engine")
     with pytest.raises(TensorRTError, match="unknown TensorRT package"):
-        build_engine(onnx_model, tmp_path / "x.engine", package="tensorflow")
+        build_engine(trt_onnx, tmp_path / "x.engine", package="tensorflow")
 
 
-def test_loading_checks_the_sidecar(onnx_model, tmp_path):
+def test_loading_checks_the_sidecar(trt_onnx, tmp_path):
     from ultralbm_edge.export.tensorrt import build_engine
 
-    engine = build_engine(onnx_model, tmp_path / "m.engine", max_batch=2).path
+    engine = build_engine(trt_onnx, tmp_path / "m.engine", max_batch=2).path
     sidecar = tmp_path / "m.engine.json"
     good = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**good, "tensorrt_version": "0.9.0"}))
@@ -101,7 +118,7 @@ def test_loading_checks_the_sidecar(onnx_model, tmp_path):
         assert probs.shape == (3, 1, 256, 256)
 
 
-def test_engine_runs_and_matches_onnx(onnx_model, ph2_val_images, tmp_path):
+def test_engine_runs_and_matches_onnx(trt_onnx, ph2_val_images, tmp_path):
     why_not = _gpu_that_runs_engines()
     if why_not:
         pytest.skip(f"no GPU here can execute a {TRT.package} engine: {why_not}")
@@ -110,6 +127,6 @@ def test_engine_runs_and_matches_onnx(onnx_model, ph2_val_images, tmp_path):
     from ultralbm_edge.runtime.preprocess import preprocess
 
     x = np.stack([preprocess(read_image(p)) for p in sorted(ph2_val_images.glob("*.jpg"))[:4]])
-    engine = open_backend(build_engine(onnx_model, tmp_path / "m.engine", max_batch=4).path)
-    ref = open_backend(onnx_model).run(x)
+    engine = open_backend(build_engine(trt_onnx, tmp_path / "m.engine", max_batch=4).path)
+    ref = open_backend(trt_onnx).run(x)
     assert np.abs(engine.run(x) - ref).max() < 5e-3

@@ -54,6 +54,14 @@ def build_engine_cmd(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine file (default: <model>.<precision>.engine)."),
 ) -> None:
     """Build a TensorRT engine and its JSON sidecar (TensorRT 10/11 or TensorRT-RTX, whichever is installed)."""
+    build_and_report(
+        model, output, precision, calib, min_batch=min_batch or (1 if batch else None), opt_batch=opt_batch or batch,
+        max_batch=max_batch or batch, workspace_mb=workspace, timing_cache=timing_cache, package=trt_package,
+    )  # fmt: skip
+
+
+def build_and_report(model: Path, output: Optional[Path], precision: str, calib: Optional[Path], **options) -> None:
+    """Calibrate first when INT8 is asked of an FP32 ONNX with images, build the engine, print what was written."""
     from ultralbm_edge.calibration import CalibrationError, quantize_int8
     from ultralbm_edge.export.tensorrt import TensorRTError, build_engine
 
@@ -62,11 +70,7 @@ def build_engine_cmd(
         if precision == "int8" and calib is not None:
             source = quantize_int8(model, calib).path
             typer.echo(f"calibrated {source} on {calib}")
-        result = build_engine(
-            source, output, precision=precision, min_batch=min_batch or (1 if batch else None),
-            opt_batch=opt_batch or batch, max_batch=max_batch or batch, workspace_mb=workspace,
-            timing_cache=timing_cache, package=trt_package,
-        )  # fmt: skip
+        result = build_engine(source, output, precision=precision, **options)
     except (TensorRTError, CalibrationError) as e:
         fail(str(e))
     side = result.sidecar

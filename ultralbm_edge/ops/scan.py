@@ -17,7 +17,7 @@ that lowers best to a given target (ONNX Runtime, TensorRT).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,11 @@ def register_scan(name: str) -> Callable[[ScanFn], ScanFn]:
 def scan_strategies() -> list[str]:
     """Names of the registered recurrence solvers."""
     return sorted(_STRATEGIES)
+
+
+def fused_scans() -> list[str]:
+    """Names of the registered whole-scan implementations (see ``register_fused_scan``)."""
+    return sorted(_FUSED)
 
 
 @register_scan("sequential")
@@ -135,6 +140,36 @@ def _cumprod_parallel(a: Tensor) -> Tensor:
     return a
 
 
+# Whole-scan implementations with selective_scan's own signature (fused kernels, export-time graph nodes),
+# registered by name beside the recurrence solvers; they receive the raw operands.
+FusedScanFn = Callable[..., Tensor]
+_FUSED: dict[str, FusedScanFn] = {}
+
+
+def register_fused_scan(name: str) -> Callable[[FusedScanFn], FusedScanFn]:
+    """Register a whole selective-scan implementation (selective_scan's signature, without ``strategy``)."""
+
+    def deco(fn: FusedScanFn) -> FusedScanFn:
+        _FUSED[name] = fn
+        return fn
+
+    return deco
+
+
+@register_fused_scan("cuda")
+def _mamba_ssm_cuda(*args: Any) -> Tensor:
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # optional GPU extra
+
+    return selective_scan_fn(*args)
+
+
+@register_fused_scan("triton")
+def _triton(*args: Any) -> Tensor:
+    from ultralbm_edge.gpu.triton_scan import selective_scan_triton  # fused kernel; needs triton and a GPU
+
+    return selective_scan_triton(*args)
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -149,22 +184,16 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan with mamba_ssm's ``selective_scan_fn`` signature; returns y (batch, d_inner, L).
 
-    ``strategy`` names a registered recurrence solver (``scan_strategies()``), ``"cuda"`` for
-    mamba_ssm's fused kernel when it is installed, or ``"triton"`` for ``ultralbm_edge.gpu``'s fused
-    Triton kernel (both need the tensors on a GPU).
+    ``strategy`` names a registered recurrence solver (``scan_strategies()``) or a fused implementation
+    (``fused_scans()``): ``"cuda"`` for mamba_ssm's kernel when it is installed, ``"triton"`` for
+    ``ultralbm_edge.gpu``'s Triton kernel (both need the tensors on a GPU), and whatever the export registers.
     """
-    if strategy == "cuda":
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # optional GPU extra
-
-        return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if strategy == "triton":
-        from ultralbm_edge.gpu.triton_scan import selective_scan_triton  # fused kernel; needs triton and a GPU
-
-        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if strategy in _FUSED:
+        return _FUSED[strategy](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     try:
         solve = _STRATEGIES[strategy]
     except KeyError:
-        raise ValueError(f"unknown scan strategy {strategy!r}; choose one of {scan_strategies() + ['cuda', 'triton']}") from None
+        raise ValueError(f"unknown scan strategy {strategy!r}; choose one of {scan_strategies() + fused_scans()}") from None
     dtype_in = u.dtype
     u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
     if delta_bias is not None:

@@ -1,0 +1,172 @@
+"""Lowerings of the ``ultralbm::SelectiveScan`` node (see ``scan_node``) into the forms the export ships.
+
+- ``loop``: the recurrence as one ONNX ``Scan`` op over time (a three-node body), operands prepared outside it.
+- ``linear_attention``: ONNX Runtime's contrib op ``com.microsoft.LinearAttention`` with the gated update rule,
+  which is Mamba-1's recurrence with one head per channel: q = C (shared), k = B, v = delta * u,
+  log-decay = delta * A. ONNX Runtime only.
+- ``plugin``: the node stays, and the model carries a local function of the same name whose body is the ``loop``
+  form, so ONNX Runtime inlines it with no custom op while a TensorRT plugin / ORT custom op can claim the node
+  (drop the function with ``strip_scan_function`` when one is registered: parsers prefer a local function).
+
+All forms only multiply decays exp(delta * A) <= 1, like the traced strategies.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+from .scan_node import DOMAIN, OP_TYPE
+
+LOWERED_FORMS = ("loop", "linear_attention", "plugin")
+CONTRIB_DOMAIN = "com.microsoft"
+_IO = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+class _Builder:
+    """Appends nodes with unique, readable names (``prefix/op_k``) and returns their output names."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.nodes, self._count = prefix, [], 0
+        self._consts: dict[tuple[int, ...], str] = {}
+
+    def __call__(self, op: str, *inputs: str, outputs: int = 1, domain: str = "", **attrs) -> str | list[str]:
+        self._count += 1
+        name = f"{self.prefix}/{op}_{self._count}"
+        outs = [f"{name}_out{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(op, list(inputs), outs, name=name, domain=domain, **attrs))
+        return outs[0] if outputs == 1 else outs
+
+    def const(self, *values: int) -> str:
+        """An int64 vector constant (axes, shapes, repeats), made once per builder."""
+        if values not in self._consts:
+            name = f"{self.prefix}/const_{len(self._consts)}"
+            tensor = helper.make_tensor(name, TensorProto.INT64, [len(values)], list(values))
+            self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
+            self._consts[values] = name
+        return self._consts[values]
+
+
+def _prologue(b: _Builder, delta: str, delta_bias: str) -> str:
+    """delta <- softplus(delta + delta_bias), shape [batch, d_inner, L]."""
+    return b("Softplus", b("Add", delta, b("Unsqueeze", delta_bias, b.const(-1))))
+
+
+def _epilogue(b: _Builder, y: str, u: str, D: str, z: str, out: str) -> None:
+    """out = (y + D * u) * silu(z)."""
+    y = b("Add", y, b("Mul", u, b("Unsqueeze", D, b.const(-1))))
+    b.nodes.append(helper.make_node("Mul", [y, b("Mul", z, b("Sigmoid", z))], [out], name=f"{b.prefix}/out"))
+
+
+def _scan_body() -> onnx.GraphProto:
+    """h = a_t * h_prev + b_t; the state is also the scan output."""
+    f = TensorProto.FLOAT
+    return helper.make_graph(
+        [
+            helper.make_node("Mul", ["a_t", "h_prev"], ["ah"], name="decay"),
+            helper.make_node("Add", ["ah", "b_t"], ["h"], name="update"),
+            helper.make_node("Identity", ["h"], ["h_t"], name="emit"),
+        ],
+        "selective_scan_step",
+        [helper.make_tensor_value_info(n, f, None) for n in ("h_prev", "a_t", "b_t")],
+        [helper.make_tensor_value_info(n, f, None) for n in ("h", "h_t")],
+    )
+
+
+def _loop_nodes(prefix: str, names: list[str], out: str) -> list[onnx.NodeProto]:
+    u, delta, A, B, C, D, z, delta_bias = names
+    b = _Builder(prefix)
+    dt = _prologue(b, delta, delta_bias)
+    last, one = b.const(-1), b.const(1)
+    # Operands of h[t] = a[t] * h[t-1] + b[t], [batch, d_inner, L, d_state].
+    a = b("Exp", b("Mul", b("Unsqueeze", dt, last), b("Unsqueeze", A, one)))
+    b_t = b("Unsqueeze", b("Transpose", B, perm=[0, 2, 1]), one)  # [batch, 1, L, d_state]
+    bx = b("Mul", b("Unsqueeze", b("Mul", dt, u), last), b_t)
+    # h[-1] = 0 with shape [batch, d_inner, d_state].
+    h0_shape = b("Concat", b("Shape", u, end=2), b("Shape", A, start=1), axis=0)
+    h0 = b("ConstantOfShape", h0_shape, value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+    _, h = b("Scan", h0, a, bx, outputs=2, body=_scan_body(), num_scan_inputs=2, scan_input_axes=[2, 2], scan_output_axes=[2])
+    c_t = b("Unsqueeze", b("Transpose", C, perm=[0, 2, 1]), one)
+    y = b("ReduceSum", b("Mul", h, c_t), last, keepdims=0)
+    _epilogue(b, y, u, D, z, out)
+    return b.nodes
+
+
+def _linear_attention_nodes(prefix: str, names: list[str], out: str, d_inner: int) -> list[onnx.NodeProto]:
+    u, delta, A, B, C, D, z, delta_bias = names
+    b = _Builder(prefix)
+    dt = _prologue(b, delta, delta_bias)
+    # LinearAttention takes packed [batch, L, heads * dim]; one head per channel, d_k = d_state, d_v = 1.
+    q = b("Transpose", C, perm=[0, 2, 1])  # one query head shared by all channels (inverse GQA)
+    k = b("Tile", b("Transpose", B, perm=[0, 2, 1]), b.const(1, 1, d_inner))
+    v = b("Transpose", b("Mul", dt, u), perm=[0, 2, 1])
+    log_decay = b("Mul", b("Unsqueeze", b("Transpose", dt, perm=[0, 2, 1]), b.const(-1)), A)
+    g = b("Reshape", log_decay, b.const(0, 0, -1))
+    y, _ = b("LinearAttention", q, k, v, "", g, outputs=2, domain=CONTRIB_DOMAIN,
+             q_num_heads=1, kv_num_heads=d_inner, update_rule="gated", scale=1.0)  # fmt: skip
+    _epilogue(b, b("Transpose", y, perm=[0, 2, 1]), u, D, z, out)
+    return b.nodes
+
+
+def _static_shape(model: onnx.ModelProto, name: str) -> list[int]:
+    """The static shape of tensor ``name`` (an initializer, or inferred from the graph)."""
+    for init in model.graph.initializer:
+        if init.name == name:
+            return list(init.dims)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for info in inferred.graph.value_info:
+        if info.name == name:
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.type.tensor_type.shape.dim]
+            if dims and min(dims) > 0:
+                return dims
+    raise ValueError(f"SelectiveScan input {name!r} has no static shape; the LinearAttention lowering needs A's")
+
+
+def _scan_function(opset: int) -> onnx.FunctionProto:
+    return helper.make_function(
+        DOMAIN, OP_TYPE, list(_IO), ["y"], _loop_nodes("body", list(_IO), "y"),
+        [helper.make_opsetid("", opset)], attributes=["delta_softplus"],
+    )  # fmt: skip
+
+
+def lower_scan_nodes(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
+    """Rewrite every ``ultralbm::SelectiveScan`` node of ``model`` into ``form`` (one of ``LOWERED_FORMS``)."""
+    if form not in LOWERED_FORMS:
+        raise ValueError(f"unknown scan form {form!r}; choose one of {LOWERED_FORMS}")
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    graph = model.graph
+    scans = [n for n in graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    for node in scans:
+        softplus = next((a.i for a in node.attribute if a.name == "delta_softplus"), 1)
+        if softplus != 1:
+            raise ValueError(f"{node.name}: delta_softplus={softplus} is not supported by the stock lowerings")
+    if form == "plugin":
+        model.functions.append(_scan_function(opset))
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+        return model
+    new_nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node not in scans:
+            new_nodes.append(node)
+        elif form == "loop":
+            new_nodes += _loop_nodes(node.name or node.output[0], list(node.input), node.output[0])
+        else:
+            d_inner = _static_shape(model, node.input[2])[0]
+            new_nodes += _linear_attention_nodes(node.name or node.output[0], list(node.input), node.output[0], d_inner)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    for i, o in enumerate(model.opset_import):
+        if o.domain == DOMAIN:
+            del model.opset_import[i]
+            break
+    if form == "linear_attention":
+        model.opset_import.append(helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    return model
+
+
+def strip_scan_function(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the ``plugin`` form's local function, so a registered SelectiveScan plugin / custom op claims the node."""
+    keep = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
+    del model.functions[:]
+    model.functions.extend(keep)
+    return model
