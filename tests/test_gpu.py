@@ -154,3 +154,21 @@ def test_torch_backend_on_cuda_uses_the_graph_runner(official_dir, golden, golde
 def test_triton_strategy_is_named_in_the_unknown_strategy_error():
     with pytest.raises(ValueError, match="triton"):
         selective_scan(*[torch.zeros(1, 1, 1)] * 2, torch.zeros(1, 1), *[torch.zeros(1, 1, 1)] * 2, strategy="nope")
+
+
+@needs_cuda
+def test_mixed_precision_training_and_distillation_on_cuda(tmp_path):
+    """--amp on CUDA (the losses run in fp32 outside autocast), with the default GPU scan (Triton)."""
+    from conftest import DATA
+    from ultralbm_edge.checkpoint import load_checkpoint
+    from ultralbm_edge.train import TrainConfig, train
+
+    cfg = dict(data=str(DATA / "isic2017"), epochs=1, batch_size=4, limit=16, device="cuda", amp=True)
+    lines: list[str] = []
+    train(TrainConfig(out=str(tmp_path / "run"), **cfg), log=lines.append)
+    assert "epoch 1/1" in lines[-1]
+    teacher = load_checkpoint(tmp_path / "run" / "best.pth")
+    assert teacher.provenance["recipe"]["amp"] is True and teacher.provenance["recipe"]["scan"] == "triton"
+    train(TrainConfig(out=str(tmp_path / "student"), variant="ultralbm-t", teacher=str(tmp_path / "run" / "best.pth"), **cfg),
+          log=lambda _: None)  # fmt: skip
+    assert load_checkpoint(tmp_path / "student" / "best.pth").variant == "ultralbm-t"
