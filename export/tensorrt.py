@@ -90,14 +90,15 @@ def build_engine(
     workspace_mb: int | None = None,
     timing_cache: str | Path | None = None,
     package: str = "auto",
-    calibrator=None,
+    implicit_calibration: str | Path | None = None,
 ) -> EngineResult:
     """Build a TensorRT engine (and its JSON sidecar) from an exported ONNX file.
 
     ``precision``: fp32, fp16 or int8. On strongly typed TensorRT (RTX, >= 11) fp16 converts the ONNX to FP16
     internals (scan, norms, sigmoid kept FP32) and int8 requires a Q/DQ ONNX; on TensorRT 10 the builder flags are
-    used, and ``calibrator`` (an IInt8Calibrator) enables implicit INT8 calibration. A dynamic-batch ONNX gets an
-    optimization profile min/opt/max (defaults 1/max/8).
+    used, and ``implicit_calibration`` (a folder of images) calibrates an FP32 ONNX inside the builder
+    (IInt8EntropyCalibrator2, cache ``<engine>.calib.cache``). A dynamic-batch ONNX gets an optimization profile
+    min/opt/max (defaults 1/max/8).
     """
     started = time.perf_counter()
     onnx_path = Path(onnx_path)
@@ -141,13 +142,14 @@ def build_engine(
         if precision in ("fp16", "int8"):
             config.set_flag(t.BuilderFlag.FP16)  # INT8 layers fall back to FP16 where INT8 has no kernel
         if precision == "int8":
-            if not qdq and calibrator is None:
+            if not qdq and implicit_calibration is None:
                 raise TensorRTError("INT8 needs a Q/DQ ONNX (`ultralbm-edge calibrate`) or calibration images (--calib DIR)")
             if not builder.platform_has_fast_int8:
                 raise TensorRTError("this GPU has no fast INT8 support — build fp16 instead")
             config.set_flag(t.BuilderFlag.INT8)
-            if calibrator is not None and not qdq:
-                config.int8_calibrator = calibrator
+    elif implicit_calibration is not None:
+        raise TensorRTError(f"{trt.package} {trt.version} is strongly typed: no implicit INT8 calibration — run "
+                            "`ultralbm-edge calibrate` and build from the Q/DQ ONNX")
     inp = network.get_input(0)
     fixed = inp.shape[0]
     profile = None
@@ -160,9 +162,18 @@ def build_engine(
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, (lo, 3, size, size), (opt, 3, size, size), (hi, 3, size, size))
         config.add_optimization_profile(profile)
+        if precision == "int8" and implicit_calibration is not None and not qdq:
+            config.set_calibration_profile(profile)  # calibration runs at the profile's OPT batch
         profile = {"min": lo, "opt": opt, "max": hi}
     elif any(b is not None for b in (min_batch, opt_batch, max_batch)):
         notes.append(f"the ONNX has a fixed batch of {fixed}; --min/--opt/--max ignored (export with --dynamic-batch)")
+    if precision == "int8" and implicit_calibration is not None and not qdq:
+        from ultralbm_edge.calibration.implicit import entropy_calibrator
+
+        calib_batch = profile["opt"] if profile else fixed
+        cache_path = output.with_name(output.name + ".calib.cache")
+        config.int8_calibrator = entropy_calibrator(trt, implicit_calibration, cache_path, calib_batch, meta.image_size)
+        notes.append(f"implicit INT8 calibration (IInt8EntropyCalibrator2) on {implicit_calibration}, cache {cache_path.name}")
     cache = None
     if timing_cache:
         timing_cache = Path(timing_cache)

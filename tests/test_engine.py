@@ -130,3 +130,29 @@ def test_engine_runs_and_matches_onnx(trt_onnx, ph2_val_images, tmp_path):
     engine = open_backend(build_engine(trt_onnx, tmp_path / "m.engine", max_batch=4).path)
     ref = open_backend(trt_onnx).run(x)
     assert np.abs(engine.run(x) - ref).max() < 5e-3
+
+
+def test_implicit_calibration_is_refused_where_types_are_strong(trt_onnx, isic_val, tmp_path):
+    from ultralbm_edge.calibration import CalibrationError
+    from ultralbm_edge.calibration.implicit import entropy_calibrator
+
+    if not TRT.strongly_typed_only:
+        pytest.skip(f"{TRT.package} {TRT.version} offers implicit calibration (covered by the TensorRT 10 test)")
+    with pytest.raises(CalibrationError, match="no implicit INT8 calibration .*ultralbm-edge calibrate"):
+        entropy_calibrator(TRT, isic_val / "images", tmp_path / "c.cache", batch=8, size=256)
+    res = run_cli("build-engine", str(trt_onnx), "--precision", "int8", "--calib", str(isic_val / "images"), "--implicit",
+                  "-o", str(tmp_path / "m.engine"))  # fmt: skip
+    assert res.returncode == 2 and "strongly typed" in res.stderr and not (tmp_path / "m.engine").exists()
+
+
+def test_tensorrt10_implicit_int8_calibration_writes_a_cache(trt_onnx, isic_val, tmp_path):
+    if TRT.strongly_typed_only:
+        pytest.skip(f"{TRT.package} {TRT.version} is strongly typed: implicit calibration needs standard TensorRT 10")
+    if _gpu_that_runs_engines():
+        pytest.skip(f"implicit calibration runs the network on a GPU: {_gpu_that_runs_engines()}")
+    from ultralbm_edge.export.tensorrt import build_engine
+
+    result = build_engine(trt_onnx, tmp_path / "m.int8.engine", precision="int8", max_batch=4,
+                          implicit_calibration=isic_val / "images")  # fmt: skip
+    assert (tmp_path / "m.int8.engine.calib.cache").stat().st_size > 0
+    assert result.sidecar["precision"] == "int8" and "implicit INT8 calibration" in " ".join(result.notes)

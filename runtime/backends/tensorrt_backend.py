@@ -62,7 +62,8 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def _cudart():
+def cuda_runtime():
+    """cuda-python's runtime API module (its import path moved in cuda-python 12.6)."""
     try:
         from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
     except ImportError:
@@ -73,7 +74,8 @@ def _cudart():
     return cudart
 
 
-def _check(result, what: str):
+def cuda_call(result, what: str):
+    """Unpack a cuda-python ``(error, value...)`` result, raising a TensorRTError that names ``what`` failed."""
     err, *rest = result
     if int(err) != 0:
         raise TensorRTError(f"CUDA error during {what}: {err}")
@@ -81,11 +83,11 @@ def _check(result, what: str):
 
 
 def current_gpu() -> tuple[str, tuple[int, int]]:
-    cudart = _cudart()
+    cudart = cuda_runtime()
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
         raise TensorRTError("no CUDA GPU is visible — run engines on the device they were built for, or use the ONNX model")
-    prop = _check(cudart.cudaGetDeviceProperties(0), "device query")
+    prop = cuda_call(cudart.cudaGetDeviceProperties(0), "device query")
     name = prop.name.decode(errors="replace").strip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
     return name, (prop.major, prop.minor)
 
@@ -134,8 +136,8 @@ class TensorRTBackend:
         self.context = self.engine.create_execution_context()
         batch = self.sidecar.get("batch", {})
         self.max_batch: int | None = batch.get("fixed") or batch.get("max")
-        self._cudart = _cudart()
-        self._stream = _check(self._cudart.cudaStreamCreate(), "stream creation")
+        self._cudart = cuda_runtime()
+        self._stream = cuda_call(self._cudart.cudaStreamCreate(), "stream creation")
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
@@ -143,7 +145,7 @@ class TensorRTBackend:
         if size < nbytes:
             if ptr:
                 self._cudart.cudaFree(ptr)
-            ptr = _check(self._cudart.cudaMalloc(nbytes), "allocation")
+            ptr = cuda_call(self._cudart.cudaMalloc(nbytes), "allocation")
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
@@ -159,11 +161,11 @@ class TensorRTBackend:
         d_in, d_out = self._device_buffer("image", x.nbytes), self._device_buffer("prob", out.nbytes)
         self.context.set_tensor_address("image", d_in)
         self.context.set_tensor_address("prob", d_out)
-        _check(cudart.cudaMemcpyAsync(d_in, x.ctypes.data, x.nbytes, kind.cudaMemcpyHostToDevice, self._stream), "copy in")
+        cuda_call(cudart.cudaMemcpyAsync(d_in, x.ctypes.data, x.nbytes, kind.cudaMemcpyHostToDevice, self._stream), "copy in")
         if not self.context.execute_async_v3(self._stream):
             raise TensorRTError(f"{self.path}: TensorRT execution failed")
-        _check(cudart.cudaMemcpyAsync(out.ctypes.data, d_out, out.nbytes, kind.cudaMemcpyDeviceToHost, self._stream), "copy out")
-        _check(cudart.cudaStreamSynchronize(self._stream), "synchronize")
+        cuda_call(cudart.cudaMemcpyAsync(out.ctypes.data, d_out, out.nbytes, kind.cudaMemcpyDeviceToHost, self._stream), "copy out")
+        cuda_call(cudart.cudaStreamSynchronize(self._stream), "synchronize")
         return out[: len(batch)]
 
     def describe(self) -> dict[str, str]:

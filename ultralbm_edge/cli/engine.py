@@ -44,6 +44,9 @@ def build_engine_cmd(
     model: Path = typer.Argument(..., help="ONNX from `ultralbm-edge export` (or its INT8 Q/DQ copy)."),
     precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
     calib: Optional[Path] = typer.Option(None, help="For int8 from an FP32 ONNX: calibration images (Q/DQ first)."),
+    implicit: bool = typer.Option(
+        False, "--implicit", help="TensorRT 10 only: calibrate --calib images inside the builder (entropy) instead of Q/DQ."
+    ),
     batch: Optional[int] = typer.Option(None, help="Shortcut for --min 1 --opt N --max N on a dynamic-batch ONNX."),
     min_batch: Optional[int] = typer.Option(None, "--min", help="Optimization profile: smallest batch."),
     opt_batch: Optional[int] = typer.Option(None, "--opt", help="Optimization profile: batch tuned for."),
@@ -55,19 +58,25 @@ def build_engine_cmd(
 ) -> None:
     """Build a TensorRT engine and its JSON sidecar (TensorRT 10/11 or TensorRT-RTX, whichever is installed)."""
     build_and_report(
-        model, output, precision, calib, min_batch=min_batch or (1 if batch else None), opt_batch=opt_batch or batch,
-        max_batch=max_batch or batch, workspace_mb=workspace, timing_cache=timing_cache, package=trt_package,
+        model, output, precision, calib, implicit=implicit, min_batch=min_batch or (1 if batch else None),
+        opt_batch=opt_batch or batch, max_batch=max_batch or batch, workspace_mb=workspace, timing_cache=timing_cache,
+        package=trt_package,
     )  # fmt: skip
 
 
-def build_and_report(model: Path, output: Optional[Path], precision: str, calib: Optional[Path], **options) -> None:
-    """Calibrate first when INT8 is asked of an FP32 ONNX with images, build the engine, print what was written."""
+def build_and_report(
+    model: Path, output: Optional[Path], precision: str, calib: Optional[Path], implicit: bool = False, **options
+) -> None:
+    """Calibrate first when INT8 is asked of an FP32 ONNX with images (Q/DQ, or inside the TensorRT 10 builder with
+    ``implicit``), build the engine, print what was written."""
     from ultralbm_edge.calibration import CalibrationError, quantize_int8
     from ultralbm_edge.export.tensorrt import TensorRTError, build_engine
 
     source = model
     try:
-        if precision == "int8" and calib is not None:
+        if precision == "int8" and calib is not None and implicit:
+            options["implicit_calibration"] = calib
+        elif precision == "int8" and calib is not None:
             source = quantize_int8(model, calib).path
             typer.echo(f"calibrated {source} on {calib}")
         result = build_engine(source, output, precision=precision, **options)
