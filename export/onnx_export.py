@@ -21,6 +21,7 @@ import torch
 from ultralbm_edge import __version__
 from ultralbm_edge.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ultralbm_edge.runtime.metadata import ModelMetadata
+from ultralbm_edge.runtime.models import ModelNotFound, resolve_model
 
 from .fp16 import convert_to_fp16
 from .parity import ParityReport, check_parity, load_parity_images
@@ -96,7 +97,8 @@ def export_onnx(
     parity_images: str | Path | None = None,
     parity_count: int = 10,
 ) -> ExportResult:
-    """Export ``checkpoint`` to ``output`` (ONNX), verify it, and only then move it into place.
+    """Export ``checkpoint`` (a loaded Checkpoint, a .pth path or a bundled name) to ``output`` (ONNX), verify it,
+    and only then move it into place.
 
     Input ``image``: float32 [N, 3, S, S] in [0, 255] after the official preprocessing; output ``prob``:
     [N, 1, S, S] sigmoid probabilities (float32 also for ``fp16=True``, whose internals are half precision
@@ -115,8 +117,8 @@ def export_onnx(
         raise ExportError(f"output directory {output.parent} does not exist — create it first or choose another -o")
     scan = resolve_scan(scan, target)
     try:
-        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    except CheckpointError as e:
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_model(checkpoint))
+    except (CheckpointError, ModelNotFound) as e:
         raise ExportError(str(e)) from None
 
     model = ckpt.model.eval().set_scan_strategy(NODE_STRATEGY if scan in LOWERED_FORMS else scan)

@@ -5,6 +5,7 @@ dominates; bad requests fail with one clear error and write nothing."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -26,10 +27,11 @@ from ultralbm_edge.export import (
 )
 from ultralbm_edge.export.scan_node import DOMAIN, NODE_STRATEGY, OP_TYPE
 from ultralbm_edge.models.mamba import Mamba
+from ultralbm_edge.runtime.models import resolve_model
 
 
 @pytest.mark.parametrize("scan", EXPORT_SCANS)
-def test_every_strategy_is_exact_small_and_self_describing(exported_scans, official_dir, scan):
+def test_every_strategy_is_exact_small_and_self_describing(exported_scans, scan):
     result = exported_scans[scan]
     report = result.parity
     assert report.ok and report.n_images == 10, report.summary()
@@ -37,7 +39,7 @@ def test_every_strategy_is_exact_small_and_self_describing(exported_scans, offic
     assert result.path.stat().st_size <= 1_000_000
     meta = read_metadata(result.path)
     assert (meta.scan_strategy, meta.variant, meta.image_size, meta.precision) == (scan, "ultralbm", 256, "fp32")
-    assert meta.source_checkpoint_sha256 == hashlib.sha256((official_dir / "best.pth").read_bytes()).hexdigest()
+    assert meta.source_checkpoint_sha256 == hashlib.sha256(resolve_model("ultralbm").read_bytes()).hexdigest()
     model = onnx.load(str(result.path))
     onnx.checker.check_model(model, full_check=True)
     ops = {n.op_type for n in model.graph.node}
@@ -69,19 +71,38 @@ def test_lowered_scan_forms_equal_the_sequential_reference(tmp_path, form):
         want = block(x).numpy()
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     # The check can fail: without the recurrence (h = b) the output is far outside that tolerance.
-    assert np.abs(_memoryless(block, x) - want).max() > 100 * np.abs(got - want).max()
+    with memoryless_scan(), torch.no_grad():
+        block.scan_strategy = "memoryless"
+        assert np.abs(block(x).numpy() - want).max() > 100 * np.abs(got - want).max()
 
 
-def _memoryless(block: Mamba, x: torch.Tensor) -> np.ndarray:
+@contextmanager
+def memoryless_scan():
+    """A temporary scan strategy "memoryless" that drops the recurrence (h = b): what a broken scan looks like."""
     from ultralbm_edge.ops import scan as scan_ops
 
     scan_ops._STRATEGIES["memoryless"] = lambda a, b: b
     try:
-        block.scan_strategy = "memoryless"
-        with torch.no_grad():
-            return block(x).numpy()
+        yield
     finally:
         del scan_ops._STRATEGIES["memoryless"]
+
+
+def test_parity_gate_refuses_a_graph_without_the_recurrence(tmp_path):
+    """The whole-model gate can fail: the bundled model exported with h = b instead of the scan is refused."""
+    from ultralbm_edge.checkpoint import load_checkpoint
+    from ultralbm_edge.export import check_parity
+    from ultralbm_edge.export.parity import load_parity_images
+    from ultralbm_edge.export.onnx_export import _default_parity_folder
+
+    model = load_checkpoint(resolve_model("ultralbm")).model.eval()
+    with memoryless_scan():
+        model.set_scan_strategy("memoryless")
+        torch.onnx.export(model, (torch.zeros(1, 3, 256, 256),), str(tmp_path / "m.onnx"), input_names=["image"],
+                          output_names=["prob"], opset_version=17, dynamo=False)  # fmt: skip
+    images = load_parity_images(_default_parity_folder(), 10, 256)
+    report = check_parity(tmp_path / "m.onnx", model, images, batch=1)
+    assert not report.ok and report.max_abs_diff > 5e-3, report.summary()
 
 
 def test_plugin_form_is_one_node_with_a_local_function_and_stripping_leaves_the_node(tmp_path):
