@@ -5,7 +5,7 @@ One run, one GPU, the same preprocessed ISIC 2017 validation images for every co
 - ``authors_eager``: the authors' ``models/UltraLBM_UNet.py`` with mamba_ssm's CUDA selective scan (fp32);
 - ``ours_eager``: our model, fused Triton scan, eager PyTorch (fp32);
 - ``ours_graph_<precision>``: ``ultralbm_edge.gpu.CudaGraphRunner``, one CUDA graph per batch size (fp32; tf32;
-  fp16/bf16 under autocast; fp32 with channels-last tensors);
+  fp16/bf16 under autocast; fp32 with channels-last tensors; fp32 without the fused Triton upsample+GELU+skip);
 - ``ours_graph_fp32_host``: the same, host array in and out through pinned memory (what ``predict`` pays);
 - ``ours_compiled_graph_fp32``/``_fp16`` (``--compile``): torch.compile, then the CUDA graph;
 - ``onnxruntime_cpu``: the exported ONNX model on ONNX Runtime's CPU provider, for reference.
@@ -162,6 +162,7 @@ def main() -> None:
     ours_eager = ckpt.model.cuda().eval().set_scan_strategy("triton")
     variants = {  # row name -> CudaGraphRunner options
         "ours_graph_fp32": dict(precision="fp32"),
+        "ours_graph_fp32_unfused_upsample": dict(precision="fp32", fused_upsample=False),
         "ours_graph_tf32": dict(precision="tf32"),
         "ours_graph_fp16": dict(precision="fp16"),
         "ours_graph_bf16": dict(precision="bf16"),

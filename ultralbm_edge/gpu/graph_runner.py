@@ -59,6 +59,8 @@ class CudaGraphRunner:
     (autocast). ``cudnn_benchmark`` lets cuDNN time its algorithms per shape while warming up.
     ``compile=True`` first passes the model through ``torch.compile`` (fuses the elementwise and
     normalisation ops; costs a compile per batch size, ~30 s on an H100 host, cached on disk by Inductor).
+    ``fused_upsample`` (fp32, not with compile/channels_last) runs each decoder stage's bilinear x2 + GELU + skip
+    (and the head's x2 + sigmoid) as one Triton kernel (``gpu.triton_upsample``).
     ``channels_last`` runs convolutions, pooling and resizing on NHWC tensors (faster cuDNN and resize kernels
     at large batches).
     """
@@ -74,6 +76,7 @@ class CudaGraphRunner:
         channels_last: bool = False,
         cudnn_benchmark: bool = True,
         scan: str = "triton",
+        fused_upsample: bool = True,
     ) -> None:
         if not torch.cuda.is_available():
             raise RuntimeError("CudaGraphRunner needs a CUDA GPU, and PyTorch sees none")
@@ -90,6 +93,9 @@ class CudaGraphRunner:
         self.compile = compile
         if hasattr(self.model, "set_scan_strategy"):
             self.model.set_scan_strategy(scan)
+        if hasattr(self.model, "fused_upsample"):
+            # torch.compile fuses these itself (and would have to trace through the Triton launch).
+            self.model.fused_upsample = fused_upsample and not compile and not channels_last
         self._forward: Callable[[Tensor], Tensor] = self.model
         self._graphs: dict[int, _Captured] = {}
 

@@ -114,6 +114,10 @@ def _up2(x: Tensor) -> Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
 
 
+def _fusable(x: Tensor) -> bool:
+    return x.is_cuda and x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad)
+
+
 class UltraLBMUNet(nn.Module):
     """The segmentation network; ``forward`` maps (N, 3, H, W) preprocessed images to sigmoid probabilities."""
 
@@ -139,6 +143,8 @@ class UltraLBMUNet(nn.Module):
         self.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
         self.apply(self._init_weights)
         self.k = nn.Parameter(torch.tensor(float(init_k)))  # learnable skip scale
+        # Inference on CUDA: upsample + GELU + skip (and upsample + sigmoid) as one Triton kernel each (gpu/).
+        self.fused_upsample = False
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -162,6 +168,21 @@ class UltraLBMUNet(nn.Module):
                 m.scan_strategy = strategy
         return self
 
+    def _up_gelu_skip(self, y: Tensor, skip: Tensor) -> Tensor:
+        """gelu(up2(y)) + k * skip."""
+        if self.fused_upsample and _fusable(y) and skip.dtype == y.dtype:
+            from ultralbm_edge.gpu.triton_upsample import up2_fused
+
+            return up2_fused(y, "gelu_add", skip=skip, k=self.k.detach())
+        return F.gelu(_up2(y)) + self.k * skip
+
+    def _up_sigmoid(self, y: Tensor) -> Tensor:
+        if self.fused_upsample and _fusable(y):
+            from ultralbm_edge.gpu.triton_upsample import up2_fused
+
+            return up2_fused(y, "sigmoid")
+        return torch.sigmoid(_up2(y))
+
     def forward(self, x: Tensor) -> Tensor:
         out = t1 = F.gelu(F.max_pool2d(self.ebn1(self.encoder1(x)), 2, 2))
         out = t2 = F.gelu(F.max_pool2d(self.ebn2(self.encoder2(out)), 2, 2))
@@ -170,8 +191,8 @@ class UltraLBMUNet(nn.Module):
         out = t5 = F.gelu(F.max_pool2d(self.ebn5(self.encoder5(out)), 2, 2))
         out = F.gelu(self.encoder6(out))
         out5 = F.gelu(self.dbn1(self.decoder1(out))) + self.k * t5
-        out4 = F.gelu(_up2(self.dbn2(self.decoder2(out5)))) + self.k * t4
-        out3 = F.gelu(_up2(self.dbn3(self.decoder3(out4)))) + self.k * t3
-        out2 = F.gelu(_up2(self.dbn4(self.decoder4(out3)))) + self.k * t2
-        out1 = F.gelu(_up2(self.dbn5(self.decoder5(out2)))) + self.k * t1
-        return torch.sigmoid(_up2(self.final(out1)))
+        out4 = self._up_gelu_skip(self.dbn2(self.decoder2(out5)), t4)
+        out3 = self._up_gelu_skip(self.dbn3(self.decoder3(out4)), t3)
+        out2 = self._up_gelu_skip(self.dbn4(self.decoder4(out3)), t2)
+        out1 = self._up_gelu_skip(self.dbn5(self.decoder5(out2)), t1)
+        return self._up_sigmoid(self.final(out1))
