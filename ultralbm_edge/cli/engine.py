@@ -73,6 +73,7 @@ def build_and_report(
     from ultralbm_edge.export.tensorrt import TensorRTError, build_engine
 
     source = model
+    output = output or model.with_suffix(f".{precision}.engine")  # named after the model, not the Q/DQ copy
     try:
         if precision == "int8" and calib is not None and implicit:
             options["implicit_calibration"] = calib
