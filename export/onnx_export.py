@@ -169,7 +169,7 @@ def export_onnx(
             folder = Path(parity_images) if parity_images else _default_parity_folder()
             images = load_parity_images(folder, parity_count, image_size)
             tolerances = FP16_TOLERANCES if fp16 else {}
-            report = check_parity(tmp, model, images, None if dynamic_batch else batch, threshold=ckpt.threshold, **tolerances)
+            report = check_parity(tmp, model, images, threshold=ckpt.threshold, **tolerances)
             if not report.ok:
                 raise ExportError(f"{output}: not written — the exported graph is not exact: {report.summary()}")
         os.replace(tmp, output)

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from ultralbm_edge.models import UltraLBMUNet
+from ultralbm_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from ultralbm_edge.runtime.imageio import find_images, read_image
 from ultralbm_edge.runtime.preprocess import preprocess
 
@@ -66,30 +66,22 @@ def check_parity(
     onnx_path: Path,
     reference: UltraLBMUNet,
     images: np.ndarray,
-    batch: int | None,
     max_tol: float = MAX_ABS,
     mean_tol: float = MEAN_ABS,
     dice_tol: float = MIN_DICE,
     threshold: float = 0.5,
 ) -> ParityReport:
-    """Run ``images`` through the ONNX file (ORT CPU) and the reference model; compare probabilities and masks."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    step = batch or len(images)
-    got, want = [], []
+    """Run ``images`` through the ONNX file (the runtime's ONNX Runtime backend, CPU) and the reference model;
+    compare probabilities and masks."""
+    got = OnnxRuntimeBackend(onnx_path).run(images)
     previous = [m.scan_strategy for m in reference.modules() if hasattr(m, "scan_strategy")]
     reference.set_scan_strategy("sequential")
     try:
-        for i in range(0, len(images), step):
-            chunk = images[i : i + step]
-            pad = step - len(chunk) if batch else 0
-            feed = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
-            got.append(session.run(None, {"image": feed})[0][: len(chunk)].astype(np.float32))
-            with torch.no_grad():
-                want.append(reference(torch.from_numpy(chunk)).numpy())
+        with torch.no_grad():
+            want = reference(torch.from_numpy(images)).numpy()
     finally:
         for m, s in zip((m for m in reference.modules() if hasattr(m, "scan_strategy")), previous):
             m.scan_strategy = s
-    g, w = np.concatenate(got), np.concatenate(want)
-    diff = np.abs(g - w)
-    dices = [mask_dice(a >= threshold, b >= threshold) for a, b in zip(g, w)]
+    diff = np.abs(got - want)
+    dices = [mask_dice(a >= threshold, b >= threshold) for a, b in zip(got, want)]
     return ParityReport(len(images), float(diff.max()), float(diff.mean()), float(min(dices)), max_tol, mean_tol, dice_tol)

@@ -140,3 +140,18 @@ def test_onnx_without_our_metadata_is_refused(onnx_model, ph2_val_images, tmp_pa
     onnx.save(model, str(bad))
     res = run_cli("predict", str(ph2_val_images), "--model", str(bad), "-o", str(tmp_path / "o"))
     assert res.returncode == 2 and "has no ultralbm-edge metadata" in res.stderr
+
+
+def test_linear_attention_model_on_an_older_onnxruntime_names_the_fix(onnx_model, monkeypatch):
+    """ONNX Runtime < 1.25 has no LinearAttention; its load error (text as 1.24.4 prints it) becomes the remedy."""
+    import onnxruntime as ort
+
+    from ultralbm_edge.runtime.backends import BackendError
+    from ultralbm_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    def old_runtime(*args, **kwargs):
+        raise RuntimeError(f"Load model from {onnx_model} failed:Fatal error: com.microsoft:LinearAttention(-1) is not a registered function/op")
+
+    monkeypatch.setattr(ort, "InferenceSession", old_runtime)
+    with pytest.raises(BackendError, match=r"LinearAttention op, which onnxruntime .* lacks \(it needs >= 1.25\).*--scan blelloch"):
+        OnnxRuntimeBackend(onnx_model)

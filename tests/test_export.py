@@ -88,7 +88,7 @@ def memoryless_scan():
         del scan_ops._STRATEGIES["memoryless"]
 
 
-def test_parity_gate_refuses_a_graph_without_the_recurrence(tmp_path):
+def test_parity_gate_refuses_a_graph_without_the_recurrence(exported_scans, tmp_path):
     """The whole-model gate can fail: the bundled model exported with h = b instead of the scan is refused."""
     from ultralbm_edge.checkpoint import load_checkpoint
     from ultralbm_edge.export import check_parity
@@ -100,8 +100,11 @@ def test_parity_gate_refuses_a_graph_without_the_recurrence(tmp_path):
         model.set_scan_strategy("memoryless")
         torch.onnx.export(model, (torch.zeros(1, 3, 256, 256),), str(tmp_path / "m.onnx"), input_names=["image"],
                           output_names=["prob"], opset_version=17, dynamo=False)  # fmt: skip
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.helper.set_model_props(graph, read_metadata(exported_scans["blelloch"].path).to_props())
+    onnx.save(graph, str(tmp_path / "m.onnx"))
     images = load_parity_images(_default_parity_folder(), 10, 256)
-    report = check_parity(tmp_path / "m.onnx", model, images, batch=1)
+    report = check_parity(tmp_path / "m.onnx", model, images)
     assert not report.ok and report.max_abs_diff > 5e-3, report.summary()
 
 

@@ -37,6 +37,12 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as e:  # ORT raises its own exception types (InvalidGraph, NoSuchFile, ...)
+            if "LinearAttention" in str(e):  # the default ONNX Runtime scan form needs onnxruntime >= 1.25
+                raise BackendError(
+                    f"{self.path}: its scan uses ONNX Runtime's LinearAttention op, which onnxruntime {ort.__version__} "
+                    "lacks (it needs >= 1.25) — upgrade onnxruntime, or re-export for older runtimes with "
+                    "`ultralbm-edge export CHECKPOINT --scan blelloch`"
+                ) from None
             raise BackendError(f"{self.path}: ONNX Runtime cannot load this model ({type(e).__name__}: {e})") from None
         props = self.session.get_modelmeta().custom_metadata_map
         try:
