@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ultralbm_edge.checkpoint import load_checkpoint
+from ultralbm_edge.export.parity import mask_dice as dice
 from ultralbm_edge.gpu import CudaGraphRunner
 from ultralbm_edge.runtime.imageio import find_images, read_image
 from ultralbm_edge.runtime.preprocess import preprocess
@@ -86,12 +87,6 @@ def time_cpu(fn: Callable[[], object], iters: int) -> list[float]:
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return times
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    denom = a.sum() + b.sum()
-    return 1.0 if denom == 0 else float(2 * (a & b).sum() / denom)
 
 
 def save(path: Path, results: dict) -> None:

@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from ultralbm_edge.calibration import quantize_int8
 from ultralbm_edge.export import export_onnx
+from ultralbm_edge.export.parity import mask_dice
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.benchmark import benchmark_model, load_images
 from ultralbm_edge.runtime.evaluate import evaluate, paired_files
@@ -34,11 +35,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
 
 def mask_agreement(reference: np.ndarray, other: np.ndarray, threshold: float) -> float:
     """Mean per-image Dice between two stacks of probability maps, thresholded."""
-    dices = []
-    for a, b in zip(reference >= threshold, other >= threshold):
-        denom = int(a.sum()) + int(b.sum())
-        dices.append(1.0 if denom == 0 else 2.0 * float((a & b).sum()) / denom)
-    return float(np.mean(dices))
+    return float(np.mean([mask_dice(a >= threshold, b >= threshold) for a, b in zip(reference, other)]))
 
 
 def main() -> None:

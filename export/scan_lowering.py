@@ -108,18 +108,14 @@ def _linear_attention_nodes(prefix: str, names: list[str], out: str, d_inner: in
     return b.nodes
 
 
-def _static_shape(model: onnx.ModelProto, name: str) -> list[int]:
-    """The static shape of tensor ``name`` (an initializer, or inferred from the graph)."""
-    for init in model.graph.initializer:
-        if init.name == name:
-            return list(init.dims)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    for info in inferred.graph.value_info:
-        if info.name == name:
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.type.tensor_type.shape.dim]
-            if dims and min(dims) > 0:
-                return dims
-    raise ValueError(f"SelectiveScan input {name!r} has no static shape; the LinearAttention lowering needs A's")
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Static shapes of the initializers and of every tensor shape inference can size (once per model)."""
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    for info in onnx.shape_inference.infer_shapes(model).graph.value_info:
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.type.tensor_type.shape.dim]
+        if dims and min(dims) > 0:
+            shapes.setdefault(info.name, dims)
+    return shapes
 
 
 def _scan_function(opset: int) -> onnx.FunctionProto:
@@ -144,15 +140,18 @@ def lower_scan_nodes(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
         model.functions.append(_scan_function(opset))
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
         return model
+    shapes = _static_shapes(model) if form == "linear_attention" else {}
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         if node not in scans:
             new_nodes.append(node)
         elif form == "loop":
             new_nodes += _loop_nodes(node.name or node.output[0], list(node.input), node.output[0])
-        else:
-            d_inner = _static_shape(model, node.input[2])[0]
+        elif node.input[2] in shapes:
+            d_inner = shapes[node.input[2]][0]
             new_nodes += _linear_attention_nodes(node.name or node.output[0], list(node.input), node.output[0], d_inner)
+        else:
+            raise ValueError(f"SelectiveScan input {node.input[2]!r} has no static shape; the LinearAttention lowering needs A's")
     del graph.node[:]
     graph.node.extend(new_nodes)
     for i, o in enumerate(model.opset_import):

@@ -115,7 +115,11 @@ def build_engine(
     model = onnx.load(str(onnx_path))
     notes: list[str] = []
     qdq = _has_qdq(model)
+    calibrate_implicitly = precision == "int8" and implicit_calibration is not None and not qdq
     if trt.strongly_typed_only:
+        if implicit_calibration is not None:
+            raise TensorRTError(f"{trt.package} {trt.version} is strongly typed: no implicit INT8 calibration — run "
+                                "`ultralbm-edge calibrate` and build from the Q/DQ ONNX")
         if precision == "int8" and not qdq:
             raise TensorRTError(
                 f"{onnx_path}: {trt.package} {trt.version} is strongly typed and takes INT8 only from Q/DQ nodes — "
@@ -147,9 +151,6 @@ def build_engine(
             if not builder.platform_has_fast_int8:
                 raise TensorRTError("this GPU has no fast INT8 support — build fp16 instead")
             config.set_flag(t.BuilderFlag.INT8)
-    elif implicit_calibration is not None:
-        raise TensorRTError(f"{trt.package} {trt.version} is strongly typed: no implicit INT8 calibration — run "
-                            "`ultralbm-edge calibrate` and build from the Q/DQ ONNX")
     inp = network.get_input(0)
     fixed = inp.shape[0]
     profile = None
@@ -162,12 +163,12 @@ def build_engine(
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, (lo, 3, size, size), (opt, 3, size, size), (hi, 3, size, size))
         config.add_optimization_profile(profile)
-        if precision == "int8" and implicit_calibration is not None and not qdq:
+        if calibrate_implicitly:
             config.set_calibration_profile(profile)  # calibration runs at the profile's OPT batch
         profile = {"min": lo, "opt": opt, "max": hi}
     elif any(b is not None for b in (min_batch, opt_batch, max_batch)):
         notes.append(f"the ONNX has a fixed batch of {fixed}; --min/--opt/--max ignored (export with --dynamic-batch)")
-    if precision == "int8" and implicit_calibration is not None and not qdq:
+    if calibrate_implicitly:
         from ultralbm_edge.calibration.implicit import entropy_calibrator
 
         calib_batch = profile["opt"] if profile else fixed
