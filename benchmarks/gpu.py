@@ -5,7 +5,7 @@ One run, one GPU, the same preprocessed ISIC 2017 validation images for every co
 - ``authors_eager``: the authors' ``models/UltraLBM_UNet.py`` with mamba_ssm's CUDA selective scan (fp32);
 - ``ours_eager``: our model, fused Triton scan, eager PyTorch (fp32);
 - ``ours_graph_<precision>``: ``ultralbm_edge.gpu.CudaGraphRunner``, one CUDA graph per batch size (fp32; tf32;
-  fp16/bf16 under autocast; fp32 with channels-last tensors; fp32 without the fused Triton upsample+GELU+skip);
+  fp16/bf16 under autocast; fp32 with channels-last tensors; fp32 without the fused Triton conv/upsample kernels);
 - ``ours_graph_fp32_host``: the same, host array in and out through pinned memory (what ``predict`` pays);
 - ``ours_compiled_graph_fp32``/``_fp16`` (``--compile``): torch.compile, then the CUDA graph;
 - ``onnxruntime_cpu``: the exported ONNX model on ONNX Runtime's CPU provider, for reference.
@@ -90,7 +90,11 @@ def time_cpu(fn: Callable[[], object], iters: int) -> list[float]:
 
 
 def save(path: Path, results: dict) -> None:
-    """Written after every batch too, so a run cut short still leaves its rows."""
+    """Written after every batch too, so a run cut short still leaves its rows (with their ratios)."""
+    base = {r["batch"]: r["p50_ms"] for r in results["rows"] if r["path"] == "authors_eager_fp32"}
+    for r in results["rows"]:  # against the authors' code at the same batch, p50 to p50
+        if r["batch"] in base:
+            r["speedup_vs_authors"] = base[r["batch"]] / r["p50_ms"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
 
@@ -111,6 +115,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,64,256")
     ap.add_argument("--iters", type=int, default=100, help="timed iterations at batch <= 8 (fewer for larger)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile + CUDA graph")
+    ap.add_argument("--paths", help="comma-separated CudaGraphRunner rows to time (default: all)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -157,7 +162,7 @@ def main() -> None:
     ours_eager = ckpt.model.cuda().eval().set_scan_strategy("triton")
     variants = {  # row name -> CudaGraphRunner options
         "ours_graph_fp32": dict(precision="fp32"),
-        "ours_graph_fp32_unfused_upsample": dict(precision="fp32", fused_upsample=False),
+        "ours_graph_fp32_unfused": dict(precision="fp32", fused=False),
         "ours_graph_tf32": dict(precision="tf32"),
         "ours_graph_fp16": dict(precision="fp16"),
         "ours_graph_bf16": dict(precision="bf16"),
@@ -166,6 +171,9 @@ def main() -> None:
     if args.compile:
         variants["ours_compiled_graph_fp32"] = dict(precision="fp32", compile=True)
         variants["ours_compiled_graph_fp16"] = dict(precision="fp16", compile=True)
+    if args.paths:
+        wanted = set(args.paths.split(",")) | {"ours_graph_fp32", "ours_graph_fp16", "ours_graph_bf16"}  # used below
+        variants = {name: opts for name, opts in variants.items() if name in wanted}
     runners = {name: CudaGraphRunner(load_checkpoint(args.checkpoint).model, **opts) for name, opts in variants.items()}
 
     authors_out: dict[int, torch.Tensor] = {}
@@ -232,11 +240,6 @@ def main() -> None:
                 )
             record("onnxruntime_cpu_fp32", batch, time_cpu(lambda: sess.run(None, feed), max(3, 40 // batch)))
 
-    # Ratios against the authors' code at each batch, p50 to p50.
-    base = {r["batch"]: r["p50_ms"] for r in rows if r["path"] == "authors_eager_fp32"}
-    for r in rows:
-        if r["batch"] in base:
-            r["speedup_vs_authors"] = base[r["batch"]] / r["p50_ms"]
     save(args.out, results)
     print(f"\n{'path':28s} {'batch':>5s} {'p50 ms':>9s} {'p90 ms':>9s} {'img/s':>10s} {'x authors':>9s}")
     for r in rows:

@@ -199,16 +199,56 @@ def test_fused_upsample_is_as_exact_as_pytorch(shape):
 
 
 @needs_cuda
-def test_fused_upsample_model_equals_the_eager_model(fresh_model, golden_batch):
+def test_fused_kernels_model_equals_the_eager_model(fresh_model, golden_batch, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 against fp32 (TF32 moves it ~1e-2)
     x = torch.from_numpy(golden_batch).cuda()
     model = fresh_model.cuda().eval().set_scan_strategy("triton")
     with torch.inference_mode():
         eager = model(x)
-        model.fused_upsample = True
+        model.fused_kernels = True
         fused = model(x)
-    # Both sides are fp32 roundings of the same function; the fused kernel is the closer one to float64
-    # (previous test), and the decoder's norms amplify the 1e-5-level differences of the upsampled maps.
+    # Both sides are fp32 roundings of the same function; the fused kernels are the closer ones to float64
+    # (the tests above), and the decoder's norms amplify the 1e-5-level differences of the upsampled maps.
     assert (fused - eager).abs().max() <= 1e-3
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", [(256, 3, 8, 256, 256), (1, 8, 16, 128, 128), (3, 16, 24, 9, 7), (2, 24, 16, 32, 32)])
+def test_fused_conv_stages_match_a_float64_reference(shape, monkeypatch):
+    """conv3x3 + GroupNorm (+ max-pool + GELU) against float64 PyTorch, on inputs in the network's [0, 255] range:
+    as close as PyTorch's own fp32 ops (cuDNN without TF32) are, and batch 256 (the benchmark's size) included."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from ultralbm_edge.gpu.triton_conv import conv3x3_gn_pool_gelu, conv3x3_group_norm
+    from ultralbm_edge.gpu.triton_upsample import up2_fused
+
+    n, cin, cout, h, w = shape
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(cin, cout, 3, padding=1).cuda(), nn.GroupNorm(min(4, cout), cout).cuda()
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.rand(n, cin, h, w, device="cuda") * 255
+
+    def stage(t, c, g):
+        return F.gelu(F.max_pool2d(g(c(t)), 2, 2))
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    with torch.inference_mode():
+        exact = stage(x.double(), conv.double(), norm.double())
+        conv.float(), norm.float()
+        torch_err = float((stage(x, conv, norm) - exact).abs().max())
+        err = float((conv3x3_gn_pool_gelu(x, conv, norm) - exact).abs().max())
+        assert err <= max(2 * torch_err, 1e-5), (err, torch_err)
+        y, scale, shift = conv3x3_group_norm(x, conv, norm)
+        assert (y - conv(x)).abs().max() <= 1e-3  # values in the hundreds: fp32 rounding
+        normed = norm.double()(conv.double()(x.double()))
+        assert (y.double() * scale[..., None, None] + shift[..., None, None] - normed).abs().max() <= 1e-4
+        up = up2_fused(y, "none", affine=(scale, shift))
+        ref = F.interpolate(normed, scale_factor=2.0, mode="bilinear", align_corners=True)
+        assert (up - ref).abs().max() <= 1e-4
+        with pytest.raises(ValueError, match="3x3"):
+            conv3x3_gn_pool_gelu(x, nn.Conv2d(cin, cout, 5, padding=2).cuda(), norm)
 
 
 @needs_cuda
@@ -223,3 +263,50 @@ def test_compiled_graph_works_at_batch_8_and_reproduces_the_authors_outputs(fres
     assert diff.max() <= 5e-3 and diff.mean() <= 1e-4, (diff.max(), diff.mean())
     for p, g in zip(probs, golden["probs"]):
         assert dice(p >= 0.5, g >= 0.5) >= 0.999
+
+
+_INTERPRETER_CHECK = """
+import torch, torch.nn.functional as F
+from torch import nn
+import ultralbm_edge.models.ultralbm_unet as unet
+from ultralbm_edge.checkpoint import load_checkpoint
+from ultralbm_edge.gpu.triton_conv import conv3x3_gn_pool_gelu, conv3x3_group_norm
+from ultralbm_edge.gpu.triton_upsample import up2_fused
+from ultralbm_edge.runtime.models import resolve_model
+
+torch.manual_seed(0)
+for n, cin, cout, h, w in [(2, 3, 8, 16, 16), (1, 16, 24, 9, 7)]:
+    conv, norm = nn.Conv2d(cin, cout, 3, padding=1).double(), nn.GroupNorm(min(4, cout), cout).double()
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+        x = torch.rand(n, cin, h, w, dtype=torch.float64) * 255
+        exact = norm(conv(x))
+        conv.float(), norm.float()
+        pooled = conv3x3_gn_pool_gelu(x.float(), conv, norm)
+        assert (pooled - F.gelu(F.max_pool2d(exact, 2, 2))).abs().max() < 1e-5
+        y, scale, shift = conv3x3_group_norm(x.float(), conv, norm)
+        up = up2_fused(y, "none", affine=(scale, shift))
+        assert (up - F.interpolate(exact, scale_factor=2.0, mode="bilinear", align_corners=True)).abs().max() < 1e-5
+model = load_checkpoint(resolve_model("ultralbm")).model
+unet._fusable = lambda t: t.dtype == torch.float32  # the interpreter runs on CPU tensors
+x = torch.rand(1, 3, 32, 32) * 255
+with torch.no_grad():
+    eager = model(x)
+    model.fused_kernels = True
+    assert (model(x) - eager).abs().max() < 1e-4
+print("ok")
+"""
+
+
+def test_fused_kernels_in_triton_interpreter_on_cpu():
+    """The conv-stage and upsampling kernels and the model path that uses them, checked without a GPU by
+    Triton's interpreter (in a subprocess: the interpreter is chosen when the kernels are defined). The scan
+    kernel's runtime-length loop is beyond Triton 3.6's interpreter; it is tested on the GPU."""
+    pytest.importorskip("triton", reason="needs the triton package (CUDA builds of PyTorch ship it; CI's CPU build does not)")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

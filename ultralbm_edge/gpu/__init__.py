@@ -1,8 +1,10 @@
-"""GPU execution for ``.pth`` models: the fused Triton selective scan and a whole-network CUDA-graph runner.
+"""GPU execution for ``.pth`` models: fused Triton kernels and a whole-network CUDA-graph runner.
 
 ``ops.selective_scan(..., strategy="triton")`` (or ``model.set_scan_strategy("triton")``) runs the Mamba
-recurrence through :mod:`ultralbm_edge.gpu.triton_scan`; :class:`CudaGraphRunner` replays one captured graph
-per batch size. Both need a CUDA GPU and the triton package that CUDA builds of PyTorch ship with.
+recurrence through :mod:`ultralbm_edge.gpu.triton_scan`; with ``model.fused_kernels = True`` the dense 3x3 conv
+stages (:mod:`.triton_conv`) and the decoder's upsampling steps (:mod:`.triton_upsample`) run as fused fp32
+kernels; :class:`CudaGraphRunner` turns both on and replays one captured graph per batch size. All need a CUDA GPU
+and the triton package that CUDA builds of PyTorch ship with (or Triton's CPU interpreter, see :mod:`.interpreter`).
 """
 
 from .graph_runner import CudaGraphRunner

@@ -4,7 +4,8 @@ The network is tiny (34k parameters) and runs a few hundred small kernels, so in
 on Python and kernel launches (the authors' code takes ~20 ms whatever the batch). Capturing the forward pass
 once per batch size and replaying it removes that overhead; the Mamba blocks use the fused Triton scan
 (``ultralbm_edge.gpu.triton_scan``), which both removes a hundred ops per block and keeps the
-(batch, d_inner, L, d_state) intermediates out of device memory.
+(batch, d_inner, L, d_state) intermediates out of device memory, and the full-resolution stages run as fused
+conv/norm/pool and upsampling kernels (``triton_conv``, ``triton_upsample``).
 
 Reduced precision runs under ``torch.autocast`` (fp16 or bf16 convolutions and matrix products). The model's
 own upcasts (the authors' ``x.float()`` in LMBP/GLMBP) and the scan's fp32 arithmetic stay as they are.
@@ -70,8 +71,10 @@ class CudaGraphRunner:
     ``compile=True`` first passes the model through ``torch.compile`` (fuses the elementwise and
     normalisation ops; costs a compile per batch size, ~30 s on an H100 host, cached on disk by Inductor;
     the fastest path at every batch size measured, benchmarks/results/gpu_h100.md).
-    ``fused_upsample`` (fp32, not with compile/channels_last) runs each decoder stage's bilinear x2 + GELU + skip
-    (and the head's x2 + sigmoid) as one Triton kernel (``gpu.triton_upsample``).
+    ``fused`` (fp32 only, not with channels_last; also under compile, where Inductor calls the kernels as they
+    are) runs the dense 3x3 conv stages as Triton kernels: the conv with its GroupNorm statistics, then one
+    norm + max-pool + GELU pass (``gpu.triton_conv``); each upsampling step applies the GroupNorm before it and
+    the GELU + skip (or sigmoid) after it in the same kernel (``gpu.triton_upsample``).
     ``channels_last`` runs convolutions, pooling and resizing on NHWC tensors (faster cuDNN and resize kernels
     at large batches).
     """
@@ -87,7 +90,7 @@ class CudaGraphRunner:
         channels_last: bool = False,
         cudnn_benchmark: bool = True,
         scan: str = "triton",
-        fused_upsample: bool = True,
+        fused: bool = True,
     ) -> None:
         if not torch.cuda.is_available():
             raise RuntimeError("CudaGraphRunner needs a CUDA GPU, and PyTorch sees none")
@@ -104,9 +107,8 @@ class CudaGraphRunner:
         self.compile = compile
         if hasattr(self.model, "set_scan_strategy"):
             self.model.set_scan_strategy(scan)
-        if hasattr(self.model, "fused_upsample"):
-            # torch.compile fuses these itself (and would have to trace through the Triton launch).
-            self.model.fused_upsample = fused_upsample and not compile and not channels_last
+        if hasattr(self.model, "fused_kernels"):
+            self.model.fused_kernels = fused and not channels_last
         self._forward: Callable[[Tensor], Tensor] = self.model
         self._graphs: dict[int, _Captured] = {}
 

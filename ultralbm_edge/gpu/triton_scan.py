@@ -23,6 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .interpreter import interpreting
+
 # Largest time chunk held in registers: BLOCK_D * d_state * BLOCK_L fp32 values per operand.
 _MAX_BLOCK_L = 64
 # Below this many programs the GPU's 132 SMs idle, so narrower channel blocks are used (small batches).
@@ -184,7 +186,7 @@ def selective_scan_triton(
     delta_softplus: bool = False,
 ) -> Tensor:
     """``ops.selective_scan(..., strategy="triton")``: the fused kernel on CUDA tensors (differentiable)."""
-    if u.device.type != "cuda" and not _interpreting():
+    if u.device.type != "cuda" and not interpreting():
         raise RuntimeError(
             f"scan strategy 'triton' runs on CUDA tensors, got tensors on {u.device}: "
             "move the model to a GPU, or pick a CPU strategy such as 'chunked'"
@@ -193,10 +195,3 @@ def selective_scan_triton(
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return _TritonSelectiveScan.apply(*args, delta_softplus)
     return selective_scan_fwd(*args, delta_softplus=delta_softplus)
-
-
-def _interpreting() -> bool:
-    """Triton's CPU interpreter (TRITON_INTERPRET=1) runs the kernel on CPU tensors: used to test it without a GPU."""
-    import os
-
-    return os.environ.get("TRITON_INTERPRET") == "1"

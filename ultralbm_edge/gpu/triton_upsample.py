@@ -17,12 +17,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .interpreter import interpreting
+
 EPILOGUES = {"none": 0, "gelu_add": 1, "sigmoid": 2}
 _BLOCK = 1024
 
 
 @triton.jit
-def _up2_kernel(x_ptr, skip_ptr, k_ptr, out_ptr, H, W, scale_h, scale_w, EPILOGUE: tl.constexpr, BLOCK: tl.constexpr):
+def _up2_kernel(x_ptr, skip_ptr, k_ptr, a_ptr, b_ptr, out_ptr, H, W, scale_h, scale_w,
+                EPILOGUE: tl.constexpr, AFFINE: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     plane = tl.program_id(0).to(tl.int64)
     Wo = 2 * W
     n_out = 4 * H * W
@@ -44,6 +47,8 @@ def _up2_kernel(x_ptr, skip_ptr, k_ptr, out_ptr, H, W, scale_h, scale_w, EPILOGU
     v10 = tl.load(base + dh, mask=mask, other=0.0)
     v11 = tl.load(base + dh + dw, mask=mask, other=0.0)
     v = (1.0 - lh) * ((1.0 - lw) * v00 + lw * v01) + lh * ((1.0 - lw) * v10 + lw * v11)
+    if AFFINE:  # a per-plane affine (a GroupNorm's), applied after interpolating: the weights sum to one
+        v = v * tl.load(a_ptr + plane) + tl.load(b_ptr + plane)
     if EPILOGUE == 1:  # exact (erf) GELU, then the scaled skip connection
         k = tl.load(k_ptr)
         skip = tl.load(skip_ptr + plane * n_out + offs, mask=mask, other=0.0)
@@ -53,10 +58,18 @@ def _up2_kernel(x_ptr, skip_ptr, k_ptr, out_ptr, H, W, scale_h, scale_w, EPILOGU
     tl.store(out_ptr + plane * n_out + offs, v, mask=mask)
 
 
-def up2_fused(x: Tensor, epilogue: str = "none", skip: Optional[Tensor] = None, k: Optional[Tensor] = None) -> Tensor:
-    """``epilogue(interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))`` on a CUDA fp32 NCHW
-    tensor; ``gelu_add`` returns ``gelu(up) + k * skip`` (``skip`` shaped like the output, ``k`` a 1-element tensor)."""
-    if x.device.type != "cuda" or x.dtype != torch.float32:
+def up2_fused(
+    x: Tensor,
+    epilogue: str = "none",
+    skip: Optional[Tensor] = None,
+    k: Optional[Tensor] = None,
+    affine: Optional[tuple[Tensor, Tensor]] = None,
+) -> Tensor:
+    """``epilogue(interpolate(x * scale + shift, scale_factor=2, mode="bilinear", align_corners=True))`` on a
+    CUDA fp32 NCHW tensor; ``gelu_add`` returns ``gelu(up) + k * skip`` (``skip`` shaped like the output, ``k`` a
+    1-element tensor). ``affine=(scale, shift)``, each (N, C), is optional (e.g. a GroupNorm from
+    ``triton_conv.conv3x3_group_norm``)."""
+    if (x.device.type != "cuda" and not interpreting()) or x.dtype != torch.float32:
         raise ValueError(f"up2_fused takes CUDA float32 tensors, got {x.dtype} on {x.device}")
     n, c, h, w = x.shape
     x = x.contiguous()
@@ -66,11 +79,14 @@ def up2_fused(x: Tensor, epilogue: str = "none", skip: Optional[Tensor] = None, 
         if skip is None or k is None or skip.shape != out.shape or skip.dtype != x.dtype:
             raise ValueError("gelu_add needs a float32 skip tensor shaped like the output and a scalar k")
         skip = skip.contiguous()
+    if affine is not None and any(t.shape != (n, c) or t.dtype != torch.float32 for t in affine):
+        raise ValueError(f"affine takes float32 (scale, shift) shaped ({n}, {c})")
     # The scales rounded as PyTorch's kernel forms them (a float32 division): one ulp off in the scale moves
     # the source coordinate of the last rows by ~1e-5 pixels, visible between neighbouring pixels.
     scale_h = float(np.float32(h - 1) / np.float32(2 * h - 1))
     scale_w = float(np.float32(w - 1) / np.float32(2 * w - 1))
     grid = (n * c, triton.cdiv(4 * h * w, _BLOCK))
-    _up2_kernel[grid](x, skip if skip is not None else x, k if k is not None else x, out, h, w, scale_h, scale_w,
-                      EPILOGUE=mode, BLOCK=_BLOCK)  # fmt: skip
+    a, b = (t.contiguous() for t in affine) if affine is not None else (x, x)
+    _up2_kernel[grid](x, skip if skip is not None else x, k if k is not None else x, a, b, out, h, w, scale_h, scale_w,
+                      EPILOGUE=mode, AFFINE=affine is not None, BLOCK=_BLOCK)  # fmt: skip
     return out

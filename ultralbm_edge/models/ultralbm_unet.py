@@ -115,7 +115,10 @@ def _up2(x: Tensor) -> Tensor:
 
 
 def _fusable(x: Tensor) -> bool:
-    return x.is_cuda and x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad)
+    """Whether the fp32 inference kernels of ``ultralbm_edge.gpu`` may replace the PyTorch ops for ``x``."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return False
+    return x.is_cuda and x.dtype == torch.float32 and not torch.is_autocast_enabled("cuda")
 
 
 class UltraLBMUNet(nn.Module):
@@ -143,8 +146,9 @@ class UltraLBMUNet(nn.Module):
         self.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
         self.apply(self._init_weights)
         self.k = nn.Parameter(torch.tensor(float(init_k)))  # learnable skip scale
-        # Inference on CUDA: upsample + GELU + skip (and upsample + sigmoid) as one Triton kernel each (gpu/).
-        self.fused_upsample = False
+        # fp32 inference on CUDA: each dense 3x3 conv stage and each upsampling step as fused Triton kernels
+        # (ultralbm_edge.gpu.triton_conv / triton_upsample); off by default, on in gpu.CudaGraphRunner.
+        self.fused_kernels = False
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -168,31 +172,49 @@ class UltraLBMUNet(nn.Module):
                 m.scan_strategy = strategy
         return self
 
+    def _encode(self, conv: nn.Sequential, norm: nn.GroupNorm, x: Tensor) -> Tensor:
+        """Encoder stages 1-3: gelu(max_pool2(norm(conv(x))))."""
+        if self.fused_kernels and _fusable(x):
+            from ultralbm_edge.gpu.triton_conv import conv3x3_gn_pool_gelu
+
+            return conv3x3_gn_pool_gelu(x, conv[0], norm)
+        return F.gelu(F.max_pool2d(norm(conv(x)), 2, 2))
+
+    def _decode(self, conv: nn.Sequential, norm: nn.GroupNorm, x: Tensor, skip: Tensor) -> Tensor:
+        """Decoder stages 4-5: gelu(up2(norm(conv(x)))) + k * skip."""
+        if self.fused_kernels and _fusable(x) and skip.dtype == x.dtype:
+            from ultralbm_edge.gpu.triton_conv import conv3x3_group_norm
+            from ultralbm_edge.gpu.triton_upsample import up2_fused
+
+            y, scale, shift = conv3x3_group_norm(x, conv[0], norm)
+            return up2_fused(y, "gelu_add", skip=skip, k=self.k.detach(), affine=(scale, shift))
+        return self._up_gelu_skip(norm(conv(x)), skip)
+
     def _up_gelu_skip(self, y: Tensor, skip: Tensor) -> Tensor:
         """gelu(up2(y)) + k * skip."""
-        if self.fused_upsample and _fusable(y) and skip.dtype == y.dtype:
+        if self.fused_kernels and _fusable(y) and skip.dtype == y.dtype:
             from ultralbm_edge.gpu.triton_upsample import up2_fused
 
             return up2_fused(y, "gelu_add", skip=skip, k=self.k.detach())
         return F.gelu(_up2(y)) + self.k * skip
 
     def _up_sigmoid(self, y: Tensor) -> Tensor:
-        if self.fused_upsample and _fusable(y):
+        if self.fused_kernels and _fusable(y):
             from ultralbm_edge.gpu.triton_upsample import up2_fused
 
             return up2_fused(y, "sigmoid")
         return torch.sigmoid(_up2(y))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = t1 = F.gelu(F.max_pool2d(self.ebn1(self.encoder1(x)), 2, 2))
-        out = t2 = F.gelu(F.max_pool2d(self.ebn2(self.encoder2(out)), 2, 2))
-        out = t3 = F.gelu(F.max_pool2d(self.ebn3(self.encoder3(out)), 2, 2))
+        out = t1 = self._encode(self.encoder1, self.ebn1, x)
+        out = t2 = self._encode(self.encoder2, self.ebn2, out)
+        out = t3 = self._encode(self.encoder3, self.ebn3, out)
         out = t4 = F.gelu(F.max_pool2d(self.ebn4(self.encoder4(out)), 2, 2))
         out = t5 = F.gelu(F.max_pool2d(self.ebn5(self.encoder5(out)), 2, 2))
         out = F.gelu(self.encoder6(out))
         out5 = F.gelu(self.dbn1(self.decoder1(out))) + self.k * t5
         out4 = self._up_gelu_skip(self.dbn2(self.decoder2(out5)), t4)
         out3 = self._up_gelu_skip(self.dbn3(self.decoder3(out4)), t3)
-        out2 = self._up_gelu_skip(self.dbn4(self.decoder4(out3)), t2)
-        out1 = self._up_gelu_skip(self.dbn5(self.decoder5(out2)), t1)
+        out2 = self._decode(self.decoder4, self.dbn4, out3, t2)
+        out1 = self._decode(self.decoder5, self.dbn5, out2, t1)
         return self._up_sigmoid(self.final(out1))

@@ -1,0 +1,191 @@
+"""The network's dense 3x3 convolutions fused with the GroupNorm, max-pool and GELU around them, in Triton.
+
+Encoder stages 1-3 are ``gelu(max_pool2(group_norm(conv3x3(x))))`` at 256, 128 and 64 pixels a side, the decoder's
+last two ``gelu(up2(group_norm(conv3x3(x)))) + k * skip``. With cuDNN, even compiled, those few channels
+(3 -> 8 -> 16 -> 24) took over half of the H100's time at batch 256 (benchmarks/results/gpu_h100.md): fp32
+convolutions this narrow are far from any GEMM sweet spot, and the norm reads their output twice more. Here:
+
+1. ``_conv_stats_kernel``: each program computes the conv for a tile of pixels as an implicit GEMM on tensor
+   cores in 3xTF32 (fp32 accuracy: each operand is split into a TF32 high part and a TF32 remainder), writes it
+   and the tile's per-channel mean and centred sum of squares;
+2. ``_gn_finalize_kernel``: per image, merges the tiles (Chan's parallel variance: exact and in a fixed order,
+   no atomics) into GroupNorm's per-channel ``scale = gamma * rstd`` and ``shift = beta - mean * scale``;
+3. encoder: ``_gn_pool_gelu_kernel`` reads the conv output once, normalises, takes each 2x2 window's max and
+   applies GELU; decoder: ``triton_upsample.up2_fused`` applies the affine while it interpolates (the bilinear
+   weights sum to one, so normalising before or after interpolating is the same).
+
+Inference only, fp32 tensors only.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor, nn
+
+from .interpreter import interpreting
+
+# Largest pixel tile (the GEMM's N); tl.dot needs M, N, K >= 16, hence channel blocks of at least 16.
+_MAX_BLOCK = 128
+_MIN_CB = 16
+# Fewer programs than this leave SMs idle (H100: 132 SMs); small batches get smaller tiles.
+_MIN_PROGRAMS = 264
+_POOL_BLOCK = 512
+
+
+@triton.jit
+def _conv3x3_tile(x_img, pix, hh, ww, w_ptr, b_ptr, offs_c, mask_c, H: tl.constexpr, W: tl.constexpr,
+                  CIN: tl.constexpr, CB: tl.constexpr, BLOCK: tl.constexpr, KC: tl.constexpr):  # fmt: skip
+    """(CB, BLOCK) conv outputs for output channels ``offs_c`` at pixels ``pix = hh * W + ww``, zero padding of
+    1: (channels x CIN*9) weights @ (CIN*9 x pixels) gathered patches, KC patch rows per tl.dot. Pixels run
+    along the patches' fast axis, so neighbouring threads gather neighbouring pixels (coalesced). Out-of-range
+    pixels come with hh = H + 2, so every tap of theirs falls outside the image and one unsigned comparison
+    per axis masks the gather."""
+    K: tl.constexpr = CIN * 9
+    acc = tl.zeros((CB, BLOCK), dtype=tl.float32)
+    for k0 in tl.static_range(0, K, KC):
+        k = k0 + tl.arange(0, KC)
+        dy = k % 9 // 3 - 1
+        dx = tl.where(k < K, k % 3 - 1, W + 2)  # padding rows of the last chunk: outside the image too
+        offset = (k // 9) * (H * W) + dy * W + dx
+        inside = ((hh[None, :] + dy[:, None]).to(tl.uint32) < H) & ((ww[None, :] + dx[:, None]).to(tl.uint32) < W)
+        patches = tl.load(x_img + (offset[:, None] + pix[None, :]), mask=inside, other=0.0)
+        weights = tl.load(w_ptr + offs_c[:, None] * K + k[None, :], mask=mask_c[:, None] & (k < K)[None, :], other=0.0)
+        acc = tl.dot(weights, patches, acc, input_precision="tf32x3")
+    return acc + tl.load(b_ptr + offs_c, mask=mask_c, other=0.0)[:, None]
+
+
+@triton.jit
+def _conv_stats_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, n_tiles, H: tl.constexpr, W: tl.constexpr,
+                       CIN: tl.constexpr, COUT: tl.constexpr, COUT_P: tl.constexpr, CB: tl.constexpr,
+                       BLOCK: tl.constexpr, KC: tl.constexpr):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    tile = tl.program_id(1)
+    HW: tl.constexpr = H * W
+    offs = tile * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < HW
+    offs_c = tl.program_id(2) * CB + tl.arange(0, CB)
+    mask_c = offs_c < COUT
+    hh = tl.where(valid, offs // W, H + 2)
+    acc = _conv3x3_tile(x_ptr + n * CIN * HW, offs, hh, offs % W, w_ptr, b_ptr, offs_c, mask_c, H, W, CIN, CB, BLOCK, KC)
+    keep = valid[None, :]
+    tl.store(out_ptr + n * COUT * HW + offs_c[:, None] * HW + offs[None, :], acc, mask=mask_c[:, None] & keep)
+    # Per-channel mean and centred sum of squares of this tile (centring in registers avoids E[x^2] - E[x]^2).
+    count = tl.sum(valid.to(tl.float32), axis=0)
+    mean = tl.sum(tl.where(keep, acc, 0.0), axis=1) / count
+    dev = tl.where(keep, acc - mean[:, None], 0.0)
+    part = part_ptr + (n * n_tiles + tile) * 2 * COUT_P
+    tl.store(part + offs_c, mean)
+    tl.store(part + COUT_P + offs_c, tl.sum(dev * dev, axis=1))
+
+
+@triton.jit
+def _gn_finalize_kernel(part_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr, HW, BLOCK, eps, n_tiles: tl.constexpr,
+                        COUT: tl.constexpr, COUT_P: tl.constexpr, GROUP: tl.constexpr, TCHUNK: tl.constexpr):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.arange(0, COUT_P)
+    mask_c = c < COUT
+    part = part_ptr + n * n_tiles * 2 * COUT_P
+    # Channel means over all pixels (every tile but the last holds BLOCK pixels).
+    total = tl.zeros((COUT_P,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, TCHUNK):
+        t = t0 + tl.arange(0, TCHUNK)
+        count = tl.where(t < n_tiles, tl.minimum(HW - t * BLOCK, BLOCK), 0).to(tl.float32)
+        m = tl.load(part + t[:, None] * 2 * COUT_P + c[None, :], mask=(t < n_tiles)[:, None], other=0.0)
+        total += tl.sum(count[:, None] * m, axis=0)
+    mean_c = total / HW
+    # Channel sums of squares: the tiles' own plus their means' spread (Chan et al.).
+    m2_c = tl.zeros((COUT_P,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, TCHUNK):
+        t = t0 + tl.arange(0, TCHUNK)
+        in_range = (t < n_tiles)[:, None]
+        count = tl.where(t < n_tiles, tl.minimum(HW - t * BLOCK, BLOCK), 0).to(tl.float32)
+        m = tl.load(part + t[:, None] * 2 * COUT_P + c[None, :], mask=in_range, other=0.0)
+        m2 = tl.load(part + t[:, None] * 2 * COUT_P + COUT_P + c[None, :], mask=in_range, other=0.0)
+        dev = tl.where(in_range, m - mean_c[None, :], 0.0)
+        m2_c += tl.sum(m2 + count[:, None] * dev * dev, axis=0)
+    # Groups of GROUP channels with equal pixel counts: the same merge across channels.
+    same = ((c[:, None] // GROUP) == (c[None, :] // GROUP)) & mask_c[None, :]
+    mean_g = tl.sum(tl.where(same, mean_c[None, :], 0.0), axis=1) / GROUP
+    dev_g = tl.where(same, mean_c[None, :] - mean_g[:, None], 0.0)
+    m2_g = tl.sum(tl.where(same, m2_c[None, :], 0.0) + HW * dev_g * dev_g, axis=1)
+    rstd = 1.0 / tl.sqrt(m2_g / (HW * GROUP) + eps)
+    scale = tl.load(gamma_ptr + c, mask=mask_c, other=0.0) * rstd
+    shift = tl.load(beta_ptr + c, mask=mask_c, other=0.0) - mean_g * scale
+    tl.store(scale_ptr + n * COUT + c, scale, mask=mask_c)
+    tl.store(shift_ptr + n * COUT + c, shift, mask=mask_c)
+
+
+@triton.jit
+def _gn_pool_gelu_kernel(y_ptr, scale_ptr, shift_ptr, out_ptr, H, W, BLOCK: tl.constexpr):
+    plane = tl.program_id(0).to(tl.int64)  # n * C + c, also the index of its scale and shift
+    Wo = W // 2
+    n_out = (H // 2) * Wo
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < n_out
+    top = y_ptr + plane * H * W + (offs // Wo) * (2 * W) + (offs % Wo) * 2
+    scale = tl.load(scale_ptr + plane)
+    shift = tl.load(shift_ptr + plane)
+    best = tl.load(top, mask=valid, other=0.0) * scale + shift
+    best = tl.maximum(best, tl.load(top + 1, mask=valid, other=0.0) * scale + shift)
+    best = tl.maximum(best, tl.load(top + W, mask=valid, other=0.0) * scale + shift)
+    best = tl.maximum(best, tl.load(top + W + 1, mask=valid, other=0.0) * scale + shift)
+    y = 0.5 * best * (1.0 + tl.math.erf(best * 0.7071067811865476))  # exact (erf) GELU
+    tl.store(out_ptr + plane * n_out + offs, y, mask=valid)
+
+
+def _launch(batch: int, pixels: int, cout_p: int) -> tuple[int, int]:
+    """(pixel tile, channel block): the largest tile, shrunk (then split across channels) until there are
+    enough programs to fill the GPU; powers of two, as Triton's ranges need."""
+    cb = cout_p
+    block = min(_MAX_BLOCK, max(16, triton.next_power_of_2(pixels)))
+    while block > 16 and batch * triton.cdiv(pixels, block) < _MIN_PROGRAMS:
+        block //= 2
+    while cb > _MIN_CB and batch * triton.cdiv(pixels, block) * (cout_p // cb) < _MIN_PROGRAMS:
+        cb //= 2
+    return block, cb
+
+
+def _check(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> None:
+    if (x.device.type != "cuda" and not interpreting()) or x.dtype != torch.float32:
+        raise ValueError(f"fused conv kernels take CUDA float32 tensors, got {x.dtype} on {x.device}")
+    if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1):
+        raise ValueError(f"fused conv kernels implement a dense 3x3 conv with padding 1 and stride 1, got {conv}")
+    if conv.bias is None or norm.num_channels != conv.out_channels or not norm.affine:
+        raise ValueError("fused conv kernels need a conv with bias followed by an affine GroupNorm over its channels")
+
+
+def conv3x3_group_norm(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> tuple[Tensor, Tensor, Tensor]:
+    """``conv(x)`` and GroupNorm's per-(image, channel) affine over it: ``norm(conv(x)) == y * scale + shift``
+    (scale and shift shaped (N, C)), for a consumer that applies the affine as it reads ``y``."""
+    _check(x, conv, norm)
+    x = x.contiguous()
+    n, cin, h, w = x.shape
+    cout = conv.out_channels
+    cout_p = max(_MIN_CB, triton.next_power_of_2(cout))
+    block, cb = _launch(n, h * w, cout_p)
+    n_tiles = triton.cdiv(h * w, block)
+    y = torch.empty((n, cout, h, w), device=x.device, dtype=x.dtype)
+    part = torch.empty((n, n_tiles, 2, cout_p), device=x.device, dtype=torch.float32)
+    _conv_stats_kernel[(n, n_tiles, cout_p // cb)](
+        x, conv.weight, conv.bias, y, part, n_tiles, H=h, W=w,
+        CIN=cin, COUT=cout, COUT_P=cout_p, CB=cb, BLOCK=block, KC=32 if cin * 9 <= 32 else 16,
+    )  # fmt: skip
+    scale = torch.empty((n, cout), device=x.device, dtype=torch.float32)
+    shift = torch.empty_like(scale)
+    _gn_finalize_kernel[(n,)](
+        part, norm.weight, norm.bias, scale, shift, h * w, block, norm.eps, n_tiles,
+        COUT=cout, COUT_P=cout_p, GROUP=cout // norm.num_groups, TCHUNK=min(64, triton.next_power_of_2(n_tiles)),
+    )  # fmt: skip
+    return y, scale, shift
+
+
+def conv3x3_gn_pool_gelu(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> Tensor:
+    """``gelu(max_pool2d(norm(conv(x)), 2, 2))`` (exact GELU)."""
+    y, scale, shift = conv3x3_group_norm(x, conv, norm)
+    n, c, h, w = y.shape
+    out = torch.empty((n, c, h // 2, w // 2), device=y.device, dtype=y.dtype)
+    grid = (n * c, triton.cdiv((h // 2) * (w // 2), _POOL_BLOCK))
+    _gn_pool_gelu_kernel[grid](y, scale, shift, out, h, w, BLOCK=_POOL_BLOCK)
+    return out
