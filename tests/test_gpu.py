@@ -194,8 +194,58 @@ def test_fused_upsample_is_as_exact_as_pytorch(shape):
     assert (up2_fused(x, "sigmoid") - torch.sigmoid(exact)).abs().max() <= 1e-5
     fused = up2_fused(x, "gelu_add", skip=skip.float(), k=k)
     assert (fused - (F.gelu(exact) + 0.7 * skip)).abs().max() <= 1e-5
+    head = torch.nn.Conv2d(shape[1], 1, 1).cuda()
+    with torch.no_grad():
+        headed = up2_fused(x, "gelu_add", skip=skip.float(), k=k, head=head)
+        assert (headed - head.double()(F.gelu(exact) + 0.7 * skip)).abs().max() <= 1e-5
+        with pytest.raises(ValueError, match="1x1 conv"):
+            up2_fused(x, "gelu_add", skip=skip.float(), k=k, head=torch.nn.Conv2d(shape[1], 2, 1).cuda())
     with pytest.raises(ValueError, match="float32"):
         up2_fused(x.half())
+
+
+def _branch(q: int, k: int, device: str) -> torch.nn.Module:
+    """A DepthwiseSeparableConvBNAct in eval mode with non-trivial BatchNorm statistics."""
+    from ultralbm_edge.models.ultralbm_unet import DepthwiseSeparableConvBNAct
+
+    branch = DepthwiseSeparableConvBNAct(q, q, k)
+    with torch.no_grad():
+        for bn in (branch.bn_dw, branch.bn_pw):
+            bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.normal_(), bn.bias.normal_()
+    return branch.to(device).eval()
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", [(1, 8, 5, 16, 16), (256, 12, 7, 8, 8), (3, 6, 3, 9, 7), (2, 16, 7, 8, 8), (2, 3, 3, 5, 6)])
+def test_fused_conv_branch_matches_a_float64_reference(shape):
+    """The LMBP/GLMBP conv branch kernel, on a channel slice of a token tensor as the blocks pass it."""
+    from ultralbm_edge.gpu.triton_sepconv import sep_conv_tokens
+    from ultralbm_edge.models.ultralbm_unet import _image_to_tokens, _tokens_to_image
+
+    n, q, k, h, w = shape
+    torch.manual_seed(q * k)
+    branch = _branch(q, k, "cuda")
+    tokens = torch.randn(n, h * w, 4 * q, device="cuda")
+    part, s = tokens[:, :, q : 2 * q], torch.tensor([0.7], device="cuda")
+    with torch.inference_mode():
+        exact = _image_to_tokens(branch.double()(_tokens_to_image(part.double(), (h, w)))) + 0.7 * part.double()
+        out = sep_conv_tokens(part, branch.float(), (h, w), s)
+        assert out.shape == part.shape and out.is_contiguous()
+        assert (out - exact).abs().max() <= 1e-5
+        with pytest.raises(ValueError, match="eval mode"):
+            sep_conv_tokens(part, branch.train(), (h, w), s)
+
+
+@needs_cuda
+def test_graph_runner_reads_its_input_buffer_without_a_copy(fresh_model, golden_batch):
+    from ultralbm_edge.gpu import CudaGraphRunner
+
+    runner = CudaGraphRunner(fresh_model)
+    x = torch.from_numpy(golden_batch[:2]).cuda()
+    expected = runner.run_device(x).clone()
+    buffer = runner.input_buffer(2)
+    buffer.copy_(x.flip(0))
+    assert torch.equal(runner.run_device(buffer), expected.flip(0))
 
 
 @needs_cuda
@@ -253,11 +303,13 @@ def test_fused_conv_stages_match_a_float64_reference(shape, monkeypatch):
 
 @needs_cuda
 @pytest.mark.slow
-def test_compiled_graph_works_at_batch_8_and_reproduces_the_authors_outputs(fresh_model, golden, golden_batch):
-    """torch.compile + CUDA graph beyond batch 1 (Inductor 2.11 needed its tiling analysis switched off)."""
+@pytest.mark.parametrize("compile", [True, "max-autotune"])
+def test_compiled_graph_works_at_batch_8_and_reproduces_the_authors_outputs(fresh_model, golden, golden_batch, compile):
+    """torch.compile + CUDA graph beyond batch 1 (Inductor 2.11 needed its tiling analysis switched off), also
+    with Inductor's autotuned Triton matrix products (fp32: TF32 off while compiling)."""
     from ultralbm_edge.gpu import CudaGraphRunner
 
-    runner = CudaGraphRunner(fresh_model, compile=True, max_batch=10)  # 30 images: three batches of 10
+    runner = CudaGraphRunner(fresh_model, compile=compile, max_batch=10)  # 30 images: three batches of 10
     probs = runner.run(golden_batch)
     diff = np.abs(probs - golden["probs"])
     assert diff.max() <= 5e-3 and diff.mean() <= 1e-4, (diff.max(), diff.mean())
@@ -271,7 +323,9 @@ from torch import nn
 import ultralbm_edge.models.ultralbm_unet as unet
 from ultralbm_edge.checkpoint import load_checkpoint
 from ultralbm_edge.gpu.triton_conv import conv3x3_gn_pool_gelu, conv3x3_group_norm
+from ultralbm_edge.gpu.triton_sepconv import sep_conv_tokens
 from ultralbm_edge.gpu.triton_upsample import up2_fused
+from ultralbm_edge.models.ultralbm_unet import DepthwiseSeparableConvBNAct, _image_to_tokens, _tokens_to_image
 from ultralbm_edge.runtime.models import resolve_model
 
 torch.manual_seed(0)
@@ -287,6 +341,22 @@ for n, cin, cout, h, w in [(2, 3, 8, 16, 16), (1, 16, 24, 9, 7)]:
         y, scale, shift = conv3x3_group_norm(x.float(), conv, norm)
         up = up2_fused(y, "none", affine=(scale, shift))
         assert (up - F.interpolate(exact, scale_factor=2.0, mode="bilinear", align_corners=True)).abs().max() < 1e-5
+    head = nn.Conv2d(cout, 1, 1).double()
+    with torch.no_grad():
+        skip = torch.randn(n, cout, 2 * h, 2 * w, dtype=torch.float64)
+        ref = head(F.gelu(F.interpolate(exact, scale_factor=2.0, mode="bilinear", align_corners=True)) + 0.5 * skip)
+        up = up2_fused(y, "gelu_add", skip=skip.float(), k=torch.tensor(0.5), affine=(scale, shift), head=head.float())
+        assert (up - ref).abs().max() < 1e-5
+for q, k, h, w in [(8, 5, 6, 5), (3, 3, 4, 4)]:
+    branch = DepthwiseSeparableConvBNAct(q, q, k).double().eval()
+    with torch.no_grad():
+        for bn in (branch.bn_dw, branch.bn_pw):
+            bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.normal_(), bn.bias.normal_()
+        tokens = torch.randn(2, h * w, 4 * q, dtype=torch.float64)
+        part = tokens[:, :, q : 2 * q]
+        exact = _image_to_tokens(branch(_tokens_to_image(part, (h, w)))) + 0.7 * part
+        out = sep_conv_tokens(part.float(), branch.float(), (h, w), torch.tensor([0.7]))
+        assert (out - exact).abs().max() < 1e-5
 model = load_checkpoint(resolve_model("ultralbm")).model
 unet._fusable = lambda t: t.dtype == torch.float32  # the interpreter runs on CPU tensors
 x = torch.rand(1, 3, 32, 32) * 255
@@ -299,9 +369,9 @@ print("ok")
 
 
 def test_fused_kernels_in_triton_interpreter_on_cpu():
-    """The conv-stage and upsampling kernels and the model path that uses them, checked without a GPU by
-    Triton's interpreter (in a subprocess: the interpreter is chosen when the kernels are defined). The scan
-    kernel's runtime-length loop is beyond Triton 3.6's interpreter; it is tested on the GPU."""
+    """The conv-stage, upsampling and conv-branch kernels and the model path that uses them, checked without a
+    GPU by Triton's interpreter (in a subprocess: the interpreter is chosen when the kernels are defined). The
+    scan kernel's runtime-length loop is beyond Triton 3.6's interpreter; it is tested on the GPU."""
     pytest.importorskip("triton", reason="needs the triton package (CUDA builds of PyTorch ship it; CI's CPU build does not)")
     import os
     import subprocess

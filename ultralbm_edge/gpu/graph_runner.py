@@ -62,15 +62,19 @@ def _inductor_workarounds(compiling: bool):
 class CudaGraphRunner:
     """Runs ``model`` on a CUDA GPU by replaying one captured graph per batch size.
 
-    ``run_device(x)`` takes a device tensor (benchmarks, training-time evaluation); ``run(batch)`` takes a
+    ``run_device(x)`` takes a device tensor (benchmarks, training-time evaluation), which it copies into the
+    graph's input unless ``x`` is that input (``input_buffer``); ``run(batch)`` takes a
     host float32 array (N, 3, H, W) and returns probabilities (N, 1, H, W) as float32, staging both copies
     through pinned memory. Graphs are captured on first use of a batch size (a second or so each);
     batches above ``max_batch`` are run in slices of ``max_batch``.
     ``precision``: "fp32" (exact: no TF32), "tf32" (TF32 convolutions and matrix products), "fp16" or "bf16"
     (autocast). ``cudnn_benchmark`` lets cuDNN time its algorithms per shape while warming up.
     ``compile=True`` first passes the model through ``torch.compile`` (fuses the elementwise and
-    normalisation ops; costs a compile per batch size, ~30 s on an H100 host, cached on disk by Inductor;
+    normalisation ops; costs a compile per batch size, ~50 s on an H100 host, cached on disk by Inductor;
     the fastest path at every batch size measured, benchmarks/results/gpu_h100.md).
+    ``compile="max-autotune"`` also lets Inductor time Triton templates against cuBLAS for every matrix
+    product and fuse their epilogues: at batch 1 the products become one small Triton kernel each instead of
+    cuBLAS's split-K pairs (0.36 -> 0.32 ms on an H100), at batch 256 it changes nothing; ~150 s per batch size.
     ``fused`` (fp32 only, not with channels_last; also under compile, where Inductor calls the kernels as they
     are) runs the dense 3x3 conv stages as Triton kernels: the conv with its GroupNorm statistics, then one
     norm + max-pool + GELU pass (``gpu.triton_conv``); each upsampling step applies the GroupNorm before it and
@@ -86,7 +90,7 @@ class CudaGraphRunner:
         device: str | torch.device = "cuda",
         precision: Precision = "fp32",
         max_batch: int = 256,
-        compile: bool = False,
+        compile: bool | Literal["max-autotune"] = False,
         channels_last: bool = False,
         cudnn_benchmark: bool = True,
         scan: str = "triton",
@@ -104,6 +108,8 @@ class CudaGraphRunner:
         self.cudnn_benchmark = cudnn_benchmark
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        if compile not in (False, True, "max-autotune"):
+            raise ValueError(f"compile must be False, True or 'max-autotune', got {compile!r}")
         self.compile = compile
         if hasattr(self.model, "set_scan_strategy"):
             self.model.set_scan_strategy(scan)
@@ -128,7 +134,10 @@ class CudaGraphRunner:
             # A fresh static compile per batch size: once captured, a graph no longer runs Python, so the
             # previous size's compiled code is not needed (and a recompile for a new size can go dynamic).
             torch._dynamo.reset()
-            self._forward = torch.compile(self.model, dynamic=False)
+            # Options, not mode="max-autotune": that mode would also capture Inductor's own CUDA graphs.
+            autotune = {"max_autotune": True, "max_autotune_gemm_backends": "TRITON,ATEN"}
+            options = autotune if self.compile == "max-autotune" else None
+            self._forward = torch.compile(self.model, dynamic=False, options=options)
         # Normal (not inference) tensors, so that callers may copy into them inside or outside inference mode.
         with torch.cuda.device(self.device), torch.inference_mode(False):
             static_in = torch.zeros((batch, channels, *image_size), device=self.device)
@@ -136,7 +145,7 @@ class CudaGraphRunner:
             static_in.uniform_(0.0, 255.0)  # realistic values while warming up (autotuning, cuDNN plans)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), _inductor_workarounds(self.compile):
+            with torch.cuda.stream(side), _inductor_workarounds(bool(self.compile)):
                 for _ in range(3):  # compile Triton kernels and pick cuDNN algorithms outside the capture
                     self._infer(static_in)
             torch.cuda.current_stream().wait_stream(side)
@@ -152,11 +161,17 @@ class CudaGraphRunner:
                 done=torch.cuda.Event(),
             )
 
+    def input_buffer(self, batch: int, image_size: tuple[int, int] = (256, 256), channels: int = 3) -> Tensor:
+        """The device tensor the graph for ``batch`` reads. A producer on the GPU (e.g. preprocessing) may
+        write a batch straight into it and call ``run_device(buffer)``, which then copies nothing."""
+        return self._captured((batch, channels, *image_size)).static_in
+
     def run_device(self, x: Tensor) -> Tensor:
         """Probabilities for a device tensor ``x`` (N <= max_batch). The result is the graph's own output
         buffer, overwritten by the next call with the same batch size: clone it to keep it."""
         cap = self._captured(x.shape)
-        cap.static_in.copy_(x, non_blocking=True)
+        if x is not cap.static_in:  # ``input_buffer`` hands out static_in itself
+            cap.static_in.copy_(x, non_blocking=True)
         cap.graph.replay()
         return cap.static_out
 

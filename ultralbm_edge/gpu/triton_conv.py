@@ -9,7 +9,9 @@ convolutions this narrow are far from any GEMM sweet spot, and the norm reads th
    cores in 3xTF32 (fp32 accuracy: each operand is split into a TF32 high part and a TF32 remainder), writes it
    and the tile's per-channel mean and centred sum of squares;
 2. ``_gn_finalize_kernel``: per image, merges the tiles (Chan's parallel variance: exact and in a fixed order,
-   no atomics) into GroupNorm's per-channel ``scale = gamma * rstd`` and ``shift = beta - mean * scale``;
+   no atomics) into GroupNorm's per-channel ``scale = gamma * rstd`` and ``shift = beta - mean * scale``.
+   (Merging in the conv kernel's last program per image instead, with an atomic counter, was slower: 1.11x
+   at batch 256 from contention on the counter, 1.03x at batch 1 from the extra barrier and atomic.);
 3. encoder: ``_gn_pool_gelu_kernel`` reads the conv output once, normalises, takes each 2x2 window's max and
    applies GELU; decoder: ``triton_upsample.up2_fused`` applies the affine while it interpolates (the bilinear
    weights sum to one, so normalising before or after interpolating is the same).
@@ -19,6 +21,8 @@ Inference only, fp32 tensors only.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -26,11 +30,14 @@ from torch import Tensor, nn
 
 from .interpreter import interpreting
 
-# Largest pixel tile (the GEMM's N); tl.dot needs M, N, K >= 16, hence channel blocks of at least 16.
+# Pixel tiles (the GEMM's N); tl.dot needs M, N, K >= 16, hence channel blocks of at least 16.
 _MAX_BLOCK = 128
 _MIN_CB = 16
-# Fewer programs than this leave SMs idle (H100: 132 SMs); small batches get smaller tiles.
-_MIN_PROGRAMS = 264
+# About one program per SM (H100: 132 SMs); small batches get smaller tiles.
+_MIN_PROGRAMS = 128
+# With this many programs of _LARGE_BLOCK pixels (~8 waves), throughput tiles are used instead.
+_LARGE_BLOCK = 256
+_MANY_PROGRAMS = 1024
 _POOL_BLOCK = 512
 
 
@@ -44,7 +51,9 @@ def _conv3x3_tile(x_img, pix, hh, ww, w_ptr, b_ptr, offs_c, mask_c, H: tl.conste
     per axis masks the gather."""
     K: tl.constexpr = CIN * 9
     acc = tl.zeros((CB, BLOCK), dtype=tl.float32)
-    for k0 in tl.static_range(0, K, KC):
+    # A loop, not unrolled: unrolled, the compiler hoists every chunk's gather and index tensors and spills
+    # (255 registers for 16 input channels).
+    for k0 in tl.range(0, K, KC):
         k = k0 + tl.arange(0, KC)
         dy = k % 9 // 3 - 1
         dx = tl.where(k < K, k % 3 - 1, W + 2)  # padding rows of the last chunk: outside the image too
@@ -83,28 +92,32 @@ def _conv_stats_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, n_tiles, H: tl.co
 @triton.jit
 def _gn_finalize_kernel(part_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr, HW, BLOCK, eps, n_tiles: tl.constexpr,
                         COUT: tl.constexpr, COUT_P: tl.constexpr, GROUP: tl.constexpr, TCHUNK: tl.constexpr):  # fmt: skip
+    eps = tl.cast(eps, tl.float32)  # Inductor passes Python floats as fp64
     n = tl.program_id(0).to(tl.int64)
     c = tl.arange(0, COUT_P)
     mask_c = c < COUT
     part = part_ptr + n * n_tiles * 2 * COUT_P
-    # Channel means over all pixels (every tile but the last holds BLOCK pixels).
-    total = tl.zeros((COUT_P,), dtype=tl.float32)
-    for t0 in range(0, n_tiles, TCHUNK):
-        t = t0 + tl.arange(0, TCHUNK)
-        count = tl.where(t < n_tiles, tl.minimum(HW - t * BLOCK, BLOCK), 0).to(tl.float32)
-        m = tl.load(part + t[:, None] * 2 * COUT_P + c[None, :], mask=(t < n_tiles)[:, None], other=0.0)
-        total += tl.sum(count[:, None] * m, axis=0)
-    mean_c = total / HW
-    # Channel sums of squares: the tiles' own plus their means' spread (Chan et al.).
+    # One pass over the tiles, TCHUNK at a time: each chunk's channel mean and sum of squares (its tiles' own
+    # plus their means' spread), merged into the running ones (Chan et al.). A single read of the partials
+    # and few dependent steps: at batch 1 one program merges hundreds of tiles.
+    count = 0.0
+    mean_c = tl.zeros((COUT_P,), dtype=tl.float32)
     m2_c = tl.zeros((COUT_P,), dtype=tl.float32)
     for t0 in range(0, n_tiles, TCHUNK):
         t = t0 + tl.arange(0, TCHUNK)
         in_range = (t < n_tiles)[:, None]
-        count = tl.where(t < n_tiles, tl.minimum(HW - t * BLOCK, BLOCK), 0).to(tl.float32)
+        tile_n = tl.where(t < n_tiles, tl.minimum(HW - t * BLOCK, BLOCK), 0).to(tl.float32)  # all but the last: BLOCK
         m = tl.load(part + t[:, None] * 2 * COUT_P + c[None, :], mask=in_range, other=0.0)
         m2 = tl.load(part + t[:, None] * 2 * COUT_P + COUT_P + c[None, :], mask=in_range, other=0.0)
-        dev = tl.where(in_range, m - mean_c[None, :], 0.0)
-        m2_c += tl.sum(m2 + count[:, None] * dev * dev, axis=0)
+        chunk_n = tl.sum(tile_n, axis=0)
+        chunk_mean = tl.sum(tile_n[:, None] * m, axis=0) / chunk_n
+        dev = tl.where(in_range, m - chunk_mean[None, :], 0.0)
+        chunk_m2 = tl.sum(m2 + tile_n[:, None] * dev * dev, axis=0)
+        total = count + chunk_n
+        delta = chunk_mean - mean_c
+        mean_c += delta * (chunk_n / total)
+        m2_c += chunk_m2 + delta * delta * (count * chunk_n / total)
+        count = total
     # Groups of GROUP channels with equal pixel counts: the same merge across channels.
     same = ((c[:, None] // GROUP) == (c[None, :] // GROUP)) & mask_c[None, :]
     mean_g = tl.sum(tl.where(same, mean_c[None, :], 0.0), axis=1) / GROUP
@@ -135,16 +148,34 @@ def _gn_pool_gelu_kernel(y_ptr, scale_ptr, shift_ptr, out_ptr, H, W, BLOCK: tl.c
     tl.store(out_ptr + plane * n_out + offs, y, mask=valid)
 
 
-def _launch(batch: int, pixels: int, cout_p: int) -> tuple[int, int]:
-    """(pixel tile, channel block): the largest tile, shrunk (then split across channels) until there are
-    enough programs to fill the GPU; powers of two, as Triton's ranges need."""
-    cb = cout_p
+class ConvTiles(NamedTuple):
+    """How ``_conv_stats_kernel`` is launched: pixels per program, output channels per program, patch rows
+    per tl.dot, and Triton's warps and software-pipelining stages."""
+
+    block: int
+    cb: int
+    kc: int
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+def conv_tiles(batch: int, pixels: int, cin: int, cout: int) -> ConvTiles:
+    """The default launch, all output channels per program (powers of two, as Triton's ranges need). Chosen
+    from benchmarks/conv_tiles.py on an H100 (benchmarks/results/conv_tiles_h100_b*.json): with many waves of
+    programs (batch 256), 256-pixel tiles without software pipelining were 1.10x faster over the five stages;
+    at batch 1 the largest tile that still gives about one program per SM, pipelined, was best (smaller
+    tiles and more programs were up to 1.5x slower)."""
+    kc = 32 if cin * 9 <= 32 else 16
+    if batch * triton.cdiv(pixels, _LARGE_BLOCK) >= _MANY_PROGRAMS:
+        return ConvTiles(_LARGE_BLOCK, _padded(cout), kc, num_warps=4, num_stages=1)
     block = min(_MAX_BLOCK, max(16, triton.next_power_of_2(pixels)))
     while block > 16 and batch * triton.cdiv(pixels, block) < _MIN_PROGRAMS:
         block //= 2
-    while cb > _MIN_CB and batch * triton.cdiv(pixels, block) * (cout_p // cb) < _MIN_PROGRAMS:
-        cb //= 2
-    return block, cb
+    return ConvTiles(block, _padded(cout), kc)
+
+
+def _padded(cout: int) -> int:
+    return max(_MIN_CB, triton.next_power_of_2(cout))
 
 
 def _check(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> None:
@@ -156,27 +187,31 @@ def _check(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> None:
         raise ValueError("fused conv kernels need a conv with bias followed by an affine GroupNorm over its channels")
 
 
-def conv3x3_group_norm(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> tuple[Tensor, Tensor, Tensor]:
+def conv3x3_group_norm(
+    x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm, tiles: ConvTiles | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """``conv(x)`` and GroupNorm's per-(image, channel) affine over it: ``norm(conv(x)) == y * scale + shift``
-    (scale and shift shaped (N, C)), for a consumer that applies the affine as it reads ``y``."""
+    (scale and shift shaped (N, C)), for a consumer that applies the affine as it reads ``y``. ``tiles``
+    overrides the launch (``conv_tiles``), e.g. to time alternatives (benchmarks/conv_tiles.py)."""
     _check(x, conv, norm)
     x = x.contiguous()
     n, cin, h, w = x.shape
     cout = conv.out_channels
-    cout_p = max(_MIN_CB, triton.next_power_of_2(cout))
-    block, cb = _launch(n, h * w, cout_p)
+    cout_p = _padded(cout)
+    block, cb, kc, num_warps, num_stages = tiles or conv_tiles(n, h * w, cin, cout)
     n_tiles = triton.cdiv(h * w, block)
     y = torch.empty((n, cout, h, w), device=x.device, dtype=x.dtype)
     part = torch.empty((n, n_tiles, 2, cout_p), device=x.device, dtype=torch.float32)
     _conv_stats_kernel[(n, n_tiles, cout_p // cb)](
-        x, conv.weight, conv.bias, y, part, n_tiles, H=h, W=w,
-        CIN=cin, COUT=cout, COUT_P=cout_p, CB=cb, BLOCK=block, KC=32 if cin * 9 <= 32 else 16,
+        x, conv.weight, conv.bias, y, part, n_tiles, H=h, W=w, CIN=cin, COUT=cout, COUT_P=cout_p, CB=cb,
+        BLOCK=block, KC=kc, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     scale = torch.empty((n, cout), device=x.device, dtype=torch.float32)
     shift = torch.empty_like(scale)
     _gn_finalize_kernel[(n,)](
         part, norm.weight, norm.bias, scale, shift, h * w, block, norm.eps, n_tiles,
-        COUT=cout, COUT_P=cout_p, GROUP=cout // norm.num_groups, TCHUNK=min(64, triton.next_power_of_2(n_tiles)),
+        COUT=cout, COUT_P=cout_p, GROUP=cout // norm.num_groups, TCHUNK=min(256, triton.next_power_of_2(n_tiles)),
+        num_warps=8,
     )  # fmt: skip
     return y, scale, shift
 

@@ -25,8 +25,10 @@ from torch import Tensor
 
 from .interpreter import interpreting
 
-# Largest time chunk held in registers: BLOCK_D * d_state * BLOCK_L fp32 values per operand.
-_MAX_BLOCK_L = 64
+# Channels x time steps of one chunk (BLOCK_D * BLOCK_L, each with d_state fp32 values per operand): 8 x 64 and
+# 1 x 256 compile for sm_90 to 255 registers without spills, 1 x 512 spills.
+_CHUNK_ELEMENTS = 512
+_MAX_BLOCK_L = 256
 # Below this many programs the GPU's 132 SMs idle, so narrower channel blocks are used (small batches).
 _MIN_PROGRAMS = 264
 
@@ -108,10 +110,11 @@ def _selective_scan_fwd_kernel(
 
 def _block_sizes(batch: int, dim: int, dstate: int, length: int) -> tuple[int, int, int]:
     block_n = triton.next_power_of_2(dstate)
-    block_l = min(_MAX_BLOCK_L, triton.next_power_of_2(length))
     block_d = min(8, triton.next_power_of_2(dim))
     while block_d > 1 and batch * triton.cdiv(dim, block_d) < _MIN_PROGRAMS:
         block_d //= 2
+    # Narrower channel blocks leave registers for longer chunks: fewer dependent chunk steps at small batches.
+    block_l = min(_MAX_BLOCK_L, _CHUNK_ELEMENTS // block_d, triton.next_power_of_2(length))
     return block_d, block_n, block_l
 
 

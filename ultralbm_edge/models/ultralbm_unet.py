@@ -50,6 +50,22 @@ def _image_to_tokens(img: Tensor) -> Tensor:
     return img.reshape(b, c, -1).transpose(1, 2)
 
 
+def _fusable(x: Tensor) -> bool:
+    """Whether the fp32 inference kernels of ``ultralbm_edge.gpu`` may replace the PyTorch ops for ``x``."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return False
+    return x.is_cuda and x.dtype == torch.float32 and not torch.is_autocast_enabled("cuda")
+
+
+def _conv_branch(conv: DepthwiseSeparableConvBNAct, p: Tensor, hw: tuple[int, int], skip_scale: Tensor, fused: bool) -> Tensor:
+    """A multi-branch block's conv branch on tokens ``p``: tokens(conv(image(p))) + skip_scale * p."""
+    if fused and _fusable(p) and not conv.training:
+        from ultralbm_edge.gpu.triton_sepconv import sep_conv_tokens
+
+        return sep_conv_tokens(p, conv, hw, skip_scale.detach())
+    return _image_to_tokens(conv(_tokens_to_image(p, hw))) + skip_scale * p
+
+
 class LMBP(nn.Module):
     """Local multi-branch block: three depthwise-separable conv branches and one identity branch."""
 
@@ -64,13 +80,14 @@ class LMBP(nn.Module):
         self.sep_conv3 = DepthwiseSeparableConvBNAct(q, q, sep_conv_kernel)
         self.proj = nn.Linear(input_dim, output_dim)
         self.skip_scale = nn.Parameter(torch.ones(1))
+        self.fused_kernels = False  # see UltraLBMUNet.fused_kernels
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.float()  # the authors upcast fp16 inputs here
         hw = (x.shape[2], x.shape[3])
         parts = torch.chunk(self.norm(_image_to_tokens(x)), 4, dim=2)
         convs = (self.sep_conv1, self.sep_conv2, self.sep_conv3)
-        branches = [_image_to_tokens(conv(_tokens_to_image(p, hw))) + self.skip_scale * p for conv, p in zip(convs, parts)]
+        branches = [_conv_branch(conv, p, hw, self.skip_scale, self.fused_kernels) for conv, p in zip(convs, parts)]
         branches.append(parts[3] + self.skip_scale * parts[3])
         out = self.proj(self.norm(torch.cat(branches, dim=2)))
         return _tokens_to_image(out, hw)
@@ -91,6 +108,7 @@ class GLMBP(nn.Module):
         self.sep_conv = DepthwiseSeparableConvBNAct(q, q, sep_conv_kernel)
         self.proj = nn.Linear(input_dim, output_dim)
         self.skip_scale = nn.Parameter(torch.ones(1))
+        self.fused_kernels = False  # see UltraLBMUNet.fused_kernels
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.float()
@@ -104,7 +122,7 @@ class GLMBP(nn.Module):
         y = y[: 2 * b] + y[2 * b :].flip(1)
         m1 = y[:b] + self.skip_scale * x1
         m2 = y[b:] + self.skip_scale * x2
-        m3 = _image_to_tokens(self.sep_conv(_tokens_to_image(x3, hw))) + self.skip_scale * x3
+        m3 = _conv_branch(self.sep_conv, x3, hw, self.skip_scale, self.fused_kernels)
         m4 = x4 + self.skip_scale * x4
         out = self.proj(self.norm(torch.cat([m1, m2, m3, m4], dim=2)))
         return _tokens_to_image(out, hw)
@@ -112,13 +130,6 @@ class GLMBP(nn.Module):
 
 def _up2(x: Tensor) -> Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-
-
-def _fusable(x: Tensor) -> bool:
-    """Whether the fp32 inference kernels of ``ultralbm_edge.gpu`` may replace the PyTorch ops for ``x``."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return False
-    return x.is_cuda and x.dtype == torch.float32 and not torch.is_autocast_enabled("cuda")
 
 
 class UltraLBMUNet(nn.Module):
@@ -146,8 +157,6 @@ class UltraLBMUNet(nn.Module):
         self.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
         self.apply(self._init_weights)
         self.k = nn.Parameter(torch.tensor(float(init_k)))  # learnable skip scale
-        # fp32 inference on CUDA: each dense 3x3 conv stage and each upsampling step as fused Triton kernels
-        # (ultralbm_edge.gpu.triton_conv / triton_upsample); off by default, on in gpu.CudaGraphRunner.
         self.fused_kernels = False
 
     @staticmethod
@@ -165,6 +174,20 @@ class UltraLBMUNet(nn.Module):
             if m.bias is not None:
                 m.bias.data.zero_()
 
+    @property
+    def fused_kernels(self) -> bool:
+        """fp32 inference on CUDA through the fused Triton kernels of ``ultralbm_edge.gpu``: each dense 3x3 conv
+        stage (triton_conv), each upsampling step with the head's 1x1 conv (triton_upsample) and each multi-branch
+        block's conv branches (triton_sepconv). Off by default, on in ``gpu.CudaGraphRunner``."""
+        return self._fused_kernels
+
+    @fused_kernels.setter
+    def fused_kernels(self, value: bool) -> None:
+        self._fused_kernels = value
+        for m in self.modules():
+            if isinstance(m, (LMBP, GLMBP)):
+                m.fused_kernels = value
+
     def set_scan_strategy(self, strategy: str) -> "UltraLBMUNet":
         """Route every Mamba block's recurrence through ``strategy`` (see ``ops.scan_strategies()``)."""
         for m in self.modules():
@@ -180,15 +203,20 @@ class UltraLBMUNet(nn.Module):
             return conv3x3_gn_pool_gelu(x, conv[0], norm)
         return F.gelu(F.max_pool2d(norm(conv(x)), 2, 2))
 
-    def _decode(self, conv: nn.Sequential, norm: nn.GroupNorm, x: Tensor, skip: Tensor) -> Tensor:
-        """Decoder stages 4-5: gelu(up2(norm(conv(x)))) + k * skip."""
+    def _decode(self, conv: nn.Sequential, norm: nn.GroupNorm, x: Tensor, skip: Tensor, head: nn.Conv2d | None = None) -> Tensor:
+        """Decoder stages 4-5: gelu(up2(norm(conv(x)))) + k * skip, then ``head`` (a 1x1 conv) if given."""
         if self.fused_kernels and _fusable(x) and skip.dtype == x.dtype:
             from ultralbm_edge.gpu.triton_conv import conv3x3_group_norm
             from ultralbm_edge.gpu.triton_upsample import up2_fused
 
             y, scale, shift = conv3x3_group_norm(x, conv[0], norm)
-            return up2_fused(y, "gelu_add", skip=skip, k=self.k.detach(), affine=(scale, shift))
-        return self._up_gelu_skip(norm(conv(x)), skip)
+            # A one-channel head is summed inside the upsampling kernel: the full-resolution stage output
+            # (8 channels) is never written.
+            fuse_head = head is not None and head.out_channels == 1
+            out = up2_fused(y, "gelu_add", skip=skip, k=self.k.detach(), affine=(scale, shift), head=head if fuse_head else None)
+            return head(out) if head is not None and not fuse_head else out
+        out = self._up_gelu_skip(norm(conv(x)), skip)
+        return head(out) if head is not None else out
 
     def _up_gelu_skip(self, y: Tensor, skip: Tensor) -> Tensor:
         """gelu(up2(y)) + k * skip."""
@@ -216,5 +244,4 @@ class UltraLBMUNet(nn.Module):
         out4 = self._up_gelu_skip(self.dbn2(self.decoder2(out5)), t4)
         out3 = self._up_gelu_skip(self.dbn3(self.decoder3(out4)), t3)
         out2 = self._decode(self.decoder4, self.dbn4, out3, t2)
-        out1 = self._decode(self.decoder5, self.dbn5, out2, t1)
-        return self._up_sigmoid(self.final(out1))
+        return self._up_sigmoid(self._decode(self.decoder5, self.dbn5, out2, t1, head=self.final))

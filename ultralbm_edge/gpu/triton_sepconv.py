@@ -1,0 +1,116 @@
+"""The LMBP/GLMBP conv branch in one Triton kernel: tokens in, tokens out.
+
+Each conv branch of the multi-branch blocks is ``tokens(gelu(bn(pw(gelu(bn(dw(image(x)))))))) + s * x`` on a
+quarter of the channels (3 to 16 of them). In PyTorch that is a layout copy, a depthwise conv, a BatchNorm+GELU,
+a 1x1 conv, a BatchNorm+GELU, a transpose and the skip add: seven or more launches of a few microseconds each on
+tensors of a few kilobytes, which made up a fifth of the network's time at batch 1 on an H100
+(benchmarks/results/gpu_h100.md). Here each program reads a tile of pixels in the token layout (channels
+contiguous) with all their channels, runs the KxK depthwise taps, the BatchNorm (inference statistics) and GELU,
+the 1x1 conv as one small fp32 dot, the second BatchNorm and GELU and the skip, and writes tokens again.
+Inference only (BatchNorm in eval mode), fp32 only.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor, nn
+
+from .interpreter import interpreting
+
+# tl.dot needs every dimension >= 16: channels are padded to 16 (padding weights are zero).
+_MIN_CHANNELS = 16
+_MAX_BLOCK = 64
+# Fewer programs than this leave the H100's 132 SMs idle; small batches get smaller pixel tiles.
+_MIN_PROGRAMS = 132
+
+
+@triton.jit
+def _bn_gelu(v, mean_ptr, var_ptr, gamma_ptr, beta_ptr, eps, c, mask_c):
+    """Inference BatchNorm, in PyTorch's order ((v - mean) * rsqrt(var + eps) * gamma + beta), then exact GELU."""
+    mean = tl.load(mean_ptr + c, mask=mask_c, other=0.0)
+    invstd = 1.0 / tl.sqrt(tl.load(var_ptr + c, mask=mask_c, other=1.0) + eps)
+    gamma = tl.load(gamma_ptr + c, mask=mask_c, other=0.0)
+    beta = tl.load(beta_ptr + c, mask=mask_c, other=0.0)
+    v = (v - mean[None, :]) * invstd[None, :] * gamma[None, :] + beta[None, :]
+    return 0.5 * v * (1.0 + tl.math.erf(v * 0.7071067811865476))
+
+
+@triton.jit
+def _sep_conv_kernel(x_ptr, s_xn, s_xl, dw_ptr, pw_ptr, m1_ptr, v1_ptr, g1_ptr, b1_ptr, eps1,
+                     m2_ptr, v2_ptr, g2_ptr, b2_ptr, eps2, skip_ptr, out_ptr,
+                     H: tl.constexpr, W: tl.constexpr, Q: tl.constexpr, QP: tl.constexpr, K: tl.constexpr,
+                     BLOCK: tl.constexpr):  # fmt: skip
+    # Scalars in fp32 whatever the caller passed (Inductor passes Python floats as fp64, which would turn the
+    # whole computation into fp64).
+    eps1 = tl.cast(eps1, tl.float32)
+    eps2 = tl.cast(eps2, tl.float32)
+    n = tl.program_id(0).to(tl.int64)
+    pix = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    valid = pix < H * W
+    hh = pix // W
+    ww = pix % W
+    c = tl.arange(0, QP)
+    mask_c = c < Q
+    x_img = x_ptr + n * s_xn + c[None, :]
+
+    acc = tl.zeros((BLOCK, QP), dtype=tl.float32)
+    for tap in tl.static_range(K * K):
+        dy = tap // K - K // 2
+        dx = tap % K - K // 2
+        inside = valid & ((hh + dy).to(tl.uint32) < H) & ((ww + dx).to(tl.uint32) < W)
+        v = tl.load(x_img + (pix + dy * W + dx)[:, None] * s_xl, mask=inside[:, None] & mask_c[None, :], other=0.0)
+        acc += v * tl.load(dw_ptr + c * (K * K) + tap, mask=mask_c, other=0.0)[None, :]
+        if tap == (K * K) // 2:
+            centre = v  # the branch's own input, for the skip
+    t = _bn_gelu(acc, m1_ptr, v1_ptr, g1_ptr, b1_ptr, eps1, c, mask_c)
+    # 1x1 conv: (pixels x in) @ (in x out), weights stored (out, in).
+    w_t = tl.load(pw_ptr + c[None, :] * Q + c[:, None], mask=mask_c[:, None] & mask_c[None, :], other=0.0)
+    y = _bn_gelu(tl.dot(t, w_t, input_precision="ieee"), m2_ptr, v2_ptr, g2_ptr, b2_ptr, eps2, c, mask_c)
+    y += tl.load(skip_ptr) * centre
+    tl.store(out_ptr + n * (H * W * Q) + pix[:, None] * Q + c[None, :], y, mask=valid[:, None] & mask_c[None, :])
+
+
+def _check(x: Tensor, branch: nn.Module) -> None:
+    if (x.device.type != "cuda" and not interpreting()) or x.dtype != torch.float32:
+        raise ValueError(f"sep_conv_tokens takes CUDA float32 tensors, got {x.dtype} on {x.device}")
+    dw, pw = branch.dw, branch.pw
+    k = dw.kernel_size[0]
+    q = x.shape[2]
+    if (dw.kernel_size != (k, k) or k % 2 == 0 or dw.padding != (k // 2, k // 2) or dw.groups != q
+            or dw.in_channels != q or dw.stride != (1, 1) or dw.dilation != (1, 1) or dw.bias is not None):
+        raise ValueError(f"sep_conv_tokens implements an odd KxK depthwise conv without bias, 'same' padding, got {dw}")  # fmt: skip
+    if pw.kernel_size != (1, 1) or pw.in_channels != q or pw.out_channels != q or pw.bias is not None:
+        raise ValueError(f"sep_conv_tokens implements a square 1x1 conv without bias, got {pw}")
+    for bn in (branch.bn_dw, branch.bn_pw):
+        if bn.training or not bn.affine or bn.running_mean is None:
+            raise ValueError("sep_conv_tokens needs BatchNorm in eval mode with running statistics (model.eval())")
+    for act in (branch.act_dw, branch.act_pw):
+        if not isinstance(act, nn.GELU) or act.approximate != "none":
+            raise ValueError(f"sep_conv_tokens applies exact GELU, got {act}")
+
+
+def sep_conv_tokens(x: Tensor, branch: nn.Module, hw: tuple[int, int], skip_scale: Tensor) -> Tensor:
+    """``tokens(branch(image(x))) + skip_scale * x`` for tokens ``x`` (N, H*W, Q) (any strides with contiguous
+    channels, e.g. a channel slice of a larger token tensor) and a ``DepthwiseSeparableConvBNAct`` ``branch``;
+    returns contiguous (N, H*W, Q) tokens."""
+    _check(x, branch)
+    n, length, q = x.shape
+    h, w = hw
+    if length != h * w:
+        raise ValueError(f"{length} tokens do not form a {h}x{w} image")
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    block = min(_MAX_BLOCK, max(16, triton.next_power_of_2(length)))
+    while block > 16 and n * triton.cdiv(length, block) < _MIN_PROGRAMS:
+        block //= 2
+    out = torch.empty((n, length, q), device=x.device, dtype=x.dtype)
+    bn1, bn2 = branch.bn_dw, branch.bn_pw
+    _sep_conv_kernel[(n, triton.cdiv(length, block))](
+        x, x.stride(0), x.stride(1), branch.dw.weight, branch.pw.weight,
+        bn1.running_mean, bn1.running_var, bn1.weight, bn1.bias, bn1.eps,
+        bn2.running_mean, bn2.running_var, bn2.weight, bn2.bias, bn2.eps, skip_scale, out,
+        H=h, W=w, Q=q, QP=max(_MIN_CHANNELS, triton.next_power_of_2(q)), K=branch.dw.kernel_size[0], BLOCK=block,
+    )  # fmt: skip
+    return out
