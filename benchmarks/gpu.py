@@ -208,7 +208,7 @@ def main() -> None:
                 # Timed with the batch already in the graph's input buffer, as a GPU producer would leave it;
                 # the extra device-to-device copy of a separate input tensor is reported beside it.
                 with_copy = percentiles(time_gpu(lambda: runner.run_device(x), max(10, iters // 2), 10))["p50_ms"]
-                buffer = runner.input_buffer(batch)
+                buffer = runner.input_buffer(batch, tuple(x.shape[2:]), x.shape[1])
                 buffer.copy_(x)
                 record(name, batch, time_gpu(lambda: runner.run_device(buffer), iters, 20), capture_s=capture_s,
                        p50_ms_with_input_copy=with_copy)  # fmt: skip

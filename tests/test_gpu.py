@@ -212,6 +212,7 @@ def _branch(q: int, k: int, device: str) -> torch.nn.Module:
     with torch.no_grad():
         for bn in (branch.bn_dw, branch.bn_pw):
             bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.normal_(), bn.bias.normal_()
+            bn.eps = 0.1  # large enough that a kernel ignoring eps would fail the comparison
     return branch.to(device).eval()
 
 
@@ -244,19 +245,42 @@ def test_graph_runner_reads_its_input_buffer_without_a_copy(fresh_model, golden_
     x = torch.from_numpy(golden_batch[:2]).cuda()
     expected = runner.run_device(x).clone()
     buffer = runner.input_buffer(2)
+    assert buffer is runner.input_buffer(2) and buffer.data_ptr() == runner._graphs[2].static_in.data_ptr()
     buffer.copy_(x.flip(0))
-    assert torch.equal(runner.run_device(buffer), expected.flip(0))
+    copies = []
+    original_copy = buffer.copy_
+    buffer.copy_ = lambda *a, **k: copies.append(a) or original_copy(*a, **k)  # instance attribute: a spy
+    assert torch.equal(runner.run_device(buffer), expected.flip(0)) and not copies  # read in place
+    assert torch.equal(runner.run_device(x), expected) and len(copies) == 1  # any other tensor is copied in
 
 
 @needs_cuda
 def test_fused_kernels_model_equals_the_eager_model(fresh_model, golden_batch, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 against fp32 (TF32 moves it ~1e-2)
+    import ultralbm_edge.gpu.triton_sepconv as sepconv
+    import ultralbm_edge.gpu.triton_upsample as upsample
+
+    calls = {"branch": 0, "head": 0}
+
+    def spy(module, name, key, counts=lambda *a, **k: True):
+        original = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            calls[key] += bool(counts(*args, **kwargs))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    spy(sepconv, "sep_conv_tokens", "branch")
+    spy(upsample, "up2_fused", "head", counts=lambda *a, **k: k.get("head") is not None)
     x = torch.from_numpy(golden_batch).cuda()
     model = fresh_model.cuda().eval().set_scan_strategy("triton")
     with torch.inference_mode():
         eager = model(x)
+        assert calls == {"branch": 0, "head": 0}
         model.fused_kernels = True
         fused = model(x)
+    assert calls == {"branch": 10, "head": 1}  # every LMBP/GLMBP conv branch, and the head in the last upsampling
     # Both sides are fp32 roundings of the same function; the fused kernels are the closer ones to float64
     # (the tests above), and the decoder's norms amplify the 1e-5-level differences of the upsampled maps.
     assert (fused - eager).abs().max() <= 1e-3
@@ -322,10 +346,12 @@ import torch, torch.nn.functional as F
 from torch import nn
 import ultralbm_edge.models.ultralbm_unet as unet
 from ultralbm_edge.checkpoint import load_checkpoint
-from ultralbm_edge.gpu.triton_conv import conv3x3_gn_pool_gelu, conv3x3_group_norm
+import ultralbm_edge.gpu.triton_sepconv as sepconv
+import ultralbm_edge.gpu.triton_upsample as upsample
+from ultralbm_edge.gpu.triton_conv import ConvTiles, conv3x3_gn_pool_gelu, conv3x3_group_norm
 from ultralbm_edge.gpu.triton_sepconv import sep_conv_tokens
 from ultralbm_edge.gpu.triton_upsample import up2_fused
-from ultralbm_edge.models.ultralbm_unet import DepthwiseSeparableConvBNAct, _image_to_tokens, _tokens_to_image
+from ultralbm_edge.models.ultralbm_unet import DepthwiseSeparableConvBNAct, UltraLBMUNet, _image_to_tokens, _tokens_to_image
 from ultralbm_edge.runtime.models import resolve_model
 
 torch.manual_seed(0)
@@ -341,6 +367,9 @@ for n, cin, cout, h, w in [(2, 3, 8, 16, 16), (1, 16, 24, 9, 7)]:
         y, scale, shift = conv3x3_group_norm(x.float(), conv, norm)
         up = up2_fused(y, "none", affine=(scale, shift))
         assert (up - F.interpolate(exact, scale_factor=2.0, mode="bilinear", align_corners=True)).abs().max() < 1e-5
+        # Output channels split across programs (cb=16 of 32 padded channels), as a benchmark may launch it.
+        y2, scale2, shift2 = conv3x3_group_norm(x.float(), conv, norm, ConvTiles(16, 16, 16))
+        assert (y2 - y).abs().max() < 1e-3 and (scale2 - scale).abs().max() < 1e-6 and (shift2 - shift).abs().max() < 1e-5
     head = nn.Conv2d(cout, 1, 1).double()
     with torch.no_grad():
         skip = torch.randn(n, cout, 2 * h, 2 * w, dtype=torch.float64)
@@ -352,18 +381,32 @@ for q, k, h, w in [(8, 5, 6, 5), (3, 3, 4, 4)]:
     with torch.no_grad():
         for bn in (branch.bn_dw, branch.bn_pw):
             bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.normal_(), bn.bias.normal_()
+            bn.eps = 0.1  # large enough that a kernel ignoring eps would fail
         tokens = torch.randn(2, h * w, 4 * q, dtype=torch.float64)
         part = tokens[:, :, q : 2 * q]
         exact = _image_to_tokens(branch(_tokens_to_image(part, (h, w)))) + 0.7 * part
         out = sep_conv_tokens(part.float(), branch.float(), (h, w), torch.tensor([0.7]))
         assert (out - exact).abs().max() < 1e-5
-model = load_checkpoint(resolve_model("ultralbm")).model
 unet._fusable = lambda t: t.dtype == torch.float32  # the interpreter runs on CPU tensors
+calls = {"branch": 0, "head": 0}
+branch_kernel, up_kernel = sepconv.sep_conv_tokens, upsample.up2_fused
+def count_branch(*args, **kwargs):
+    calls["branch"] += 1
+    return branch_kernel(*args, **kwargs)
+def count_head(*args, **kwargs):
+    calls["head"] += kwargs.get("head") is not None
+    return up_kernel(*args, **kwargs)
+sepconv.sep_conv_tokens, upsample.up2_fused = count_branch, count_head
 x = torch.rand(1, 3, 32, 32) * 255
-with torch.no_grad():
-    eager = model(x)
-    model.fused_kernels = True
-    assert (model(x) - eager).abs().max() < 1e-4
+# The bundled model (one-channel head: fused), and a two-class one (its head runs after the upsampling kernel).
+for model, heads in [(load_checkpoint(resolve_model("ultralbm")).model, 1), (UltraLBMUNet(num_classes=2).eval(), 0)]:
+    calls.update(branch=0, head=0)
+    with torch.no_grad():
+        eager = model(x)
+        model.fused_kernels = True
+        fused = model(x)
+    assert fused.shape == eager.shape and (fused - eager).abs().max() < 1e-4
+    assert calls == {"branch": 10, "head": heads}, calls
 print("ok")
 """
 

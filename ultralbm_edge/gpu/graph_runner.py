@@ -76,9 +76,11 @@ class CudaGraphRunner:
     product and fuse their epilogues: at batch 1 the products become one small Triton kernel each instead of
     cuBLAS's split-K pairs (0.36 -> 0.32 ms on an H100), at batch 256 it changes nothing; ~150 s per batch size.
     ``fused`` (fp32 only, not with channels_last; also under compile, where Inductor calls the kernels as they
-    are) runs the dense 3x3 conv stages as Triton kernels: the conv with its GroupNorm statistics, then one
-    norm + max-pool + GELU pass (``gpu.triton_conv``); each upsampling step applies the GroupNorm before it and
-    the GELU + skip (or sigmoid) after it in the same kernel (``gpu.triton_upsample``).
+    are) sets ``model.fused_kernels``: the dense 3x3 conv stages run as Triton kernels (the conv with its
+    GroupNorm statistics, then one norm + max-pool + GELU pass, ``gpu.triton_conv``), each upsampling step
+    applies the GroupNorm before it and the GELU + skip (or sigmoid) after it in the same kernel, the last one
+    with the 1x1 head (``gpu.triton_upsample``), and each LMBP/GLMBP conv branch is one kernel
+    (``gpu.triton_sepconv``).
     ``channels_last`` runs convolutions, pooling and resizing on NHWC tensors (faster cuDNN and resize kernels
     at large batches).
     """
@@ -163,7 +165,9 @@ class CudaGraphRunner:
 
     def input_buffer(self, batch: int, image_size: tuple[int, int] = (256, 256), channels: int = 3) -> Tensor:
         """The device tensor the graph for ``batch`` reads. A producer on the GPU (e.g. preprocessing) may
-        write a batch straight into it and call ``run_device(buffer)``, which then copies nothing."""
+        write a batch straight into it and call ``run_device(buffer)``, which then copies nothing. The buffer
+        belongs to the graph: ``run()`` with the same batch size overwrites it, and a new image size for that
+        batch size captures a new graph with a new buffer (ask again)."""
         return self._captured((batch, channels, *image_size)).static_in
 
     def run_device(self, x: Tensor) -> Tensor:

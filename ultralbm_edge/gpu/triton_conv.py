@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from .interpreter import interpreting
 
-# Pixel tiles (the GEMM's N); tl.dot needs M, N, K >= 16, hence channel blocks of at least 16.
-_MAX_BLOCK = 128
+# Pixel tiles (the GEMM's N) at small batches; tl.dot needs M, N, K >= 16, hence channel blocks of at least 16.
+_MAX_SMALL_BLOCK = 128
 _MIN_CB = 16
 # About one program per SM (H100: 132 SMs); small batches get smaller tiles.
 _MIN_PROGRAMS = 128
@@ -168,7 +168,7 @@ def conv_tiles(batch: int, pixels: int, cin: int, cout: int) -> ConvTiles:
     kc = 32 if cin * 9 <= 32 else 16
     if batch * triton.cdiv(pixels, _LARGE_BLOCK) >= _MANY_PROGRAMS:
         return ConvTiles(_LARGE_BLOCK, _padded(cout), kc, num_warps=4, num_stages=1)
-    block = min(_MAX_BLOCK, max(16, triton.next_power_of_2(pixels)))
+    block = min(_MAX_SMALL_BLOCK, max(16, triton.next_power_of_2(pixels)))
     while block > 16 and batch * triton.cdiv(pixels, block) < _MIN_PROGRAMS:
         block //= 2
     return ConvTiles(block, _padded(cout), kc)
@@ -199,6 +199,8 @@ def conv3x3_group_norm(
     cout = conv.out_channels
     cout_p = _padded(cout)
     block, cb, kc, num_warps, num_stages = tiles or conv_tiles(n, h * w, cin, cout)
+    if any(v < 16 or v & (v - 1) for v in (block, cb, kc)) or cout_p % cb:
+        raise ValueError(f"tiles {tiles}: block, cb and kc must be powers of two >= 16, cb at most {cout_p}")
     n_tiles = triton.cdiv(h * w, block)
     y = torch.empty((n, cout, h, w), device=x.device, dtype=x.dtype)
     part = torch.empty((n, n_tiles, 2, cout_p), device=x.device, dtype=torch.float32)

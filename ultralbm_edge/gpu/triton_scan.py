@@ -25,10 +25,11 @@ from torch import Tensor
 
 from .interpreter import interpreting
 
-# Channels x time steps of one chunk (BLOCK_D * BLOCK_L, each with d_state fp32 values per operand): 8 x 64 and
-# 1 x 256 compile for sm_90 to 255 registers without spills, 1 x 512 spills.
-_CHUNK_ELEMENTS = 512
-_MAX_BLOCK_L = 256
+# Time steps per chunk, held in registers (BLOCK_D x d_state x BLOCK_L fp32 values per operand). With d_state 16,
+# BLOCK_D x BLOCK_L = 8 x 64 and 1 x 256 compile for sm_90 to 255 registers without spills (4 x 128, 2 x 256 and
+# 1 x 512 spill), so only single-channel programs (small batches) take the longer chunks: fewer dependent steps.
+_BLOCK_L = 64
+_SINGLE_CHANNEL_BLOCK_L = 256
 # Below this many programs the GPU's 132 SMs idle, so narrower channel blocks are used (small batches).
 _MIN_PROGRAMS = 264
 
@@ -113,8 +114,9 @@ def _block_sizes(batch: int, dim: int, dstate: int, length: int) -> tuple[int, i
     block_d = min(8, triton.next_power_of_2(dim))
     while block_d > 1 and batch * triton.cdiv(dim, block_d) < _MIN_PROGRAMS:
         block_d //= 2
-    # Narrower channel blocks leave registers for longer chunks: fewer dependent chunk steps at small batches.
-    block_l = min(_MAX_BLOCK_L, _CHUNK_ELEMENTS // block_d, triton.next_power_of_2(length))
+    block_l = _SINGLE_CHANNEL_BLOCK_L if block_d == 1 else _BLOCK_L
+    block_l = max(16, block_l * 16 // max(16, block_n))  # larger states: shorter chunks, the same registers
+    block_l = min(block_l, triton.next_power_of_2(length))
     return block_d, block_n, block_l
 
 

@@ -5,8 +5,9 @@ Eagerly that is four kernels over full-resolution tensors, and PyTorch's NCHW bi
 17 ms at batch 256 on an H100 (benchmarks/results/gpu_h100.md). Here each output pixel is computed once: four
 gathers, the bilinear weights exactly as PyTorch's CUDA kernel forms them (fp32 source index = scale * dst, with
 scale = (in - 1) / (out - 1)), then the epilogue. The last decoder stage also takes the network's 1x1 head
-(8 -> 1 channels) into the same kernel, so its 8-channel full-resolution output is never written: that output
-and the head's cuDNN convolution cost 0.45 of 5.5 ms at batch 256. Inference only (no backward); fp32 only.
+(8 -> 1 channels) into the same kernel, so its 8-channel 128x128 output is never written (the head's cuDNN
+convolution alone, with its layout copies, took 0.25 ms of the compiled network's 5.5 ms at batch 256).
+Inference only (no backward); fp32 only.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def _up2_kernel(x_ptr, skip_ptr, k_ptr, a_ptr, b_ptr, head_w_ptr, head_b_ptr, ou
         tl.store(out_ptr + pid * n_out + offs, acc + tl.load(head_b_ptr), mask=mask)
 
 
+def fusable_head(head: nn.Conv2d, channels: int) -> bool:
+    """Whether ``up2_fused(..., head=head)`` implements ``head`` on ``channels`` input channels: a plain 1x1 conv
+    with bias to one output channel."""
+    return (head.kernel_size == (1, 1) and head.stride == (1, 1) and head.padding == (0, 0) and head.groups == 1
+            and head.in_channels == channels and head.out_channels == 1 and head.bias is not None)  # fmt: skip
+
+
 def up2_fused(
     x: Tensor,
     epilogue: str = "none",
@@ -85,8 +93,8 @@ def up2_fused(
     """``epilogue(interpolate(x * scale + shift, scale_factor=2, mode="bilinear", align_corners=True))`` on a
     CUDA fp32 NCHW tensor; ``gelu_add`` returns ``gelu(up) + k * skip`` (``skip`` shaped like the output, ``k`` a
     1-element tensor). ``affine=(scale, shift)``, each (N, C), is optional (e.g. a GroupNorm from
-    ``triton_conv.conv3x3_group_norm``). ``head``, a 1x1 conv with bias to one channel, is applied last:
-    the result is then (N, 1, 2H, 2W)."""
+    ``triton_conv.conv3x3_group_norm``). ``head`` (see ``fusable_head``) is applied last: the result is then
+    (N, 1, 2H, 2W)."""
     if (x.device.type != "cuda" and not interpreting()) or x.dtype != torch.float32:
         raise ValueError(f"up2_fused takes CUDA float32 tensors, got {x.dtype} on {x.device}")
     n, c, h, w = x.shape
@@ -99,10 +107,10 @@ def up2_fused(
         skip = skip.contiguous()
     if affine is not None and any(t.shape != (n, c) or t.dtype != torch.float32 for t in affine):
         raise ValueError(f"affine takes float32 (scale, shift) shaped ({n}, {c})")
+    if head is not None and not fusable_head(head, c):
+        raise ValueError(f"head must be a plain 1x1 conv with bias from {c} channels to 1, got {head}")
     # The scales rounded as PyTorch's kernel forms them (a float32 division): one ulp off in the scale moves
     # the source coordinate of the last rows by ~1e-5 pixels, visible between neighbouring pixels.
-    if head is not None and (head.kernel_size != (1, 1) or head.in_channels != c or head.out_channels != 1 or head.bias is None):
-        raise ValueError(f"head must be a 1x1 conv with bias from {c} channels to 1, got {head}")
     scale_h = float(np.float32(h - 1) / np.float32(2 * h - 1))
     scale_w = float(np.float32(w - 1) / np.float32(2 * w - 1))
     grid = (n if head is not None else n * c, triton.cdiv(4 * h * w, _BLOCK))

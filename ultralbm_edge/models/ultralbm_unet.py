@@ -59,7 +59,7 @@ def _fusable(x: Tensor) -> bool:
 
 def _conv_branch(conv: DepthwiseSeparableConvBNAct, p: Tensor, hw: tuple[int, int], skip_scale: Tensor, fused: bool) -> Tensor:
     """A multi-branch block's conv branch on tokens ``p``: tokens(conv(image(p))) + skip_scale * p."""
-    if fused and _fusable(p) and not conv.training:
+    if fused and _fusable(p) and not any(m.training for m in conv.modules()):  # BatchNorm with running statistics
         from ultralbm_edge.gpu.triton_sepconv import sep_conv_tokens
 
         return sep_conv_tokens(p, conv, hw, skip_scale.detach())
@@ -207,12 +207,12 @@ class UltraLBMUNet(nn.Module):
         """Decoder stages 4-5: gelu(up2(norm(conv(x)))) + k * skip, then ``head`` (a 1x1 conv) if given."""
         if self.fused_kernels and _fusable(x) and skip.dtype == x.dtype:
             from ultralbm_edge.gpu.triton_conv import conv3x3_group_norm
-            from ultralbm_edge.gpu.triton_upsample import up2_fused
+            from ultralbm_edge.gpu.triton_upsample import fusable_head, up2_fused
 
             y, scale, shift = conv3x3_group_norm(x, conv[0], norm)
             # A one-channel head is summed inside the upsampling kernel: the full-resolution stage output
             # (8 channels) is never written.
-            fuse_head = head is not None and head.out_channels == 1
+            fuse_head = head is not None and fusable_head(head, y.shape[1])
             out = up2_fused(y, "gelu_add", skip=skip, k=self.k.detach(), affine=(scale, shift), head=head if fuse_head else None)
             return head(out) if head is not None and not fuse_head else out
         out = self._up_gelu_skip(norm(conv(x)), skip)
