@@ -8,6 +8,7 @@ One run, one GPU, the same preprocessed ISIC 2017 validation images for every co
   fp16/bf16 under autocast; fp32 with channels-last tensors; fp32 without the fused Triton conv/upsample kernels);
 - ``ours_graph_fp32_host``: the same, host array in and out through pinned memory (what ``predict`` pays);
 - ``ours_compiled_graph_fp32``/``_fp16`` (``--compile``): torch.compile, then the CUDA graph;
+- ``ours_autotuned_graph_fp32`` (``--autotune``): the same with Inductor's max-autotune;
 - ``onnxruntime_cpu``: the exported ONNX model on ONNX Runtime's CPU provider, for reference.
 
 Latency is per forward pass, input already on the GPU (except ``_host``), synchronised each iteration: p50/p90 in

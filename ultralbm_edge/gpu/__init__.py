@@ -5,7 +5,7 @@ recurrence through :mod:`ultralbm_edge.gpu.triton_scan`; with ``model.fused_kern
 stages (:mod:`.triton_conv`), the decoder's upsampling steps with the 1x1 head (:mod:`.triton_upsample`) and the
 LMBP/GLMBP conv branches (:mod:`.triton_sepconv`) run as fused fp32 inference kernels; :class:`CudaGraphRunner`
 turns both on and replays one captured graph per batch size. All need a CUDA GPU and the triton package that CUDA
-builds of PyTorch ship with (or Triton's CPU interpreter, see :mod:`.interpreter`).
+builds of PyTorch ship with (or Triton's CPU interpreter, see :mod:`.triton_common`).
 """
 
 from .graph_runner import CudaGraphRunner

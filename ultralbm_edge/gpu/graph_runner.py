@@ -4,8 +4,9 @@ The network is tiny (34k parameters) and runs a few hundred small kernels, so in
 on Python and kernel launches (the authors' code takes ~20 ms whatever the batch). Capturing the forward pass
 once per batch size and replaying it removes that overhead; the Mamba blocks use the fused Triton scan
 (``ultralbm_edge.gpu.triton_scan``), which both removes a hundred ops per block and keeps the
-(batch, d_inner, L, d_state) intermediates out of device memory, and the full-resolution stages run as fused
-conv/norm/pool and upsampling kernels (``triton_conv``, ``triton_upsample``).
+(batch, d_inner, L, d_state) intermediates out of device memory; the full-resolution stages run as fused
+conv/norm/pool and upsampling kernels (``triton_conv``, ``triton_upsample``) and the blocks' conv branches as one
+kernel each (``triton_sepconv``).
 
 Reduced precision runs under ``torch.autocast`` (fp16 or bf16 convolutions and matrix products). The model's
 own upcasts (the authors' ``x.float()`` in LMBP/GLMBP) and the scan's fp32 arithmetic stay as they are.

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor, nn
 
-from .interpreter import interpreting
+from .triton_common import check_fp32_input, gelu
 
 # Pixel tiles (the GEMM's N) at small batches; tl.dot needs M, N, K >= 16, hence channel blocks of at least 16.
 _MAX_SMALL_BLOCK = 128
@@ -144,8 +144,7 @@ def _gn_pool_gelu_kernel(y_ptr, scale_ptr, shift_ptr, out_ptr, H, W, BLOCK: tl.c
     best = tl.maximum(best, tl.load(top + 1, mask=valid, other=0.0) * scale + shift)
     best = tl.maximum(best, tl.load(top + W, mask=valid, other=0.0) * scale + shift)
     best = tl.maximum(best, tl.load(top + W + 1, mask=valid, other=0.0) * scale + shift)
-    y = 0.5 * best * (1.0 + tl.math.erf(best * 0.7071067811865476))  # exact (erf) GELU
-    tl.store(out_ptr + plane * n_out + offs, y, mask=valid)
+    tl.store(out_ptr + plane * n_out + offs, gelu(best), mask=valid)
 
 
 class ConvTiles(NamedTuple):
@@ -179,8 +178,7 @@ def _padded(cout: int) -> int:
 
 
 def _check(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> None:
-    if (x.device.type != "cuda" and not interpreting()) or x.dtype != torch.float32:
-        raise ValueError(f"fused conv kernels take CUDA float32 tensors, got {x.dtype} on {x.device}")
+    check_fp32_input(x, "the fused conv kernels")
     if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1):
         raise ValueError(f"fused conv kernels implement a dense 3x3 conv with padding 1 and stride 1, got {conv}")
     if conv.bias is None or norm.num_channels != conv.out_channels or not norm.affine:

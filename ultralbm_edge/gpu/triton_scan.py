@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .interpreter import interpreting
+from .triton_common import interpreting
 
 # Time steps per chunk, held in registers (BLOCK_D x d_state x BLOCK_L fp32 values per operand). With d_state 16,
 # BLOCK_D x BLOCK_L = 8 x 64 and 1 x 256 compile for sm_90 to 255 registers without spills (4 x 128, 2 x 256 and

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor, nn
 
-from .interpreter import interpreting
+from .triton_common import check_fp32_input, gelu
 
 # tl.dot needs every dimension >= 16: channels are padded to 16 (padding weights are zero).
 _MIN_CHANNELS = 16
@@ -34,7 +34,7 @@ def _bn_gelu(v, mean_ptr, var_ptr, gamma_ptr, beta_ptr, eps, c, mask_c):
     gamma = tl.load(gamma_ptr + c, mask=mask_c, other=0.0)
     beta = tl.load(beta_ptr + c, mask=mask_c, other=0.0)
     v = (v - mean[None, :]) * invstd[None, :] * gamma[None, :] + beta[None, :]
-    return 0.5 * v * (1.0 + tl.math.erf(v * 0.7071067811865476))
+    return gelu(v)
 
 
 @triton.jit
@@ -73,8 +73,7 @@ def _sep_conv_kernel(x_ptr, s_xn, s_xl, dw_ptr, pw_ptr, m1_ptr, v1_ptr, g1_ptr, 
 
 
 def _check(x: Tensor, branch: nn.Module) -> None:
-    if (x.device.type != "cuda" and not interpreting()) or x.dtype != torch.float32:
-        raise ValueError(f"sep_conv_tokens takes CUDA float32 tensors, got {x.dtype} on {x.device}")
+    check_fp32_input(x, "sep_conv_tokens")
     dw, pw = branch.dw, branch.pw
     k = dw.kernel_size[0]
     q = x.shape[2]

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor, nn
 
-from .interpreter import interpreting
+from .triton_common import check_fp32_input, gelu
 
 EPILOGUES = {"none": 0, "gelu_add": 1, "sigmoid": 2}
 _BLOCK = 1024
@@ -64,7 +64,7 @@ def _up2_kernel(x_ptr, skip_ptr, k_ptr, a_ptr, b_ptr, head_w_ptr, head_b_ptr, ou
             v = v * tl.load(a_ptr + plane) + tl.load(b_ptr + plane)
         if EPILOGUE == 1:  # exact (erf) GELU, then the scaled skip connection
             skip = tl.load(skip_ptr + plane * n_out + offs, mask=mask, other=0.0)
-            v = 0.5 * v * (1.0 + tl.math.erf(v * 0.7071067811865476)) + k * skip
+            v = gelu(v) + k * skip
         elif EPILOGUE == 2:
             v = tl.sigmoid(v)
         if HEAD > 0:
@@ -95,8 +95,7 @@ def up2_fused(
     1-element tensor). ``affine=(scale, shift)``, each (N, C), is optional (e.g. a GroupNorm from
     ``triton_conv.conv3x3_group_norm``). ``head`` (see ``fusable_head``) is applied last: the result is then
     (N, 1, 2H, 2W)."""
-    if (x.device.type != "cuda" and not interpreting()) or x.dtype != torch.float32:
-        raise ValueError(f"up2_fused takes CUDA float32 tensors, got {x.dtype} on {x.device}")
+    check_fp32_input(x, "up2_fused")
     n, c, h, w = x.shape
     x = x.contiguous()
     out = torch.empty((n, 1 if head is not None else c, 2 * h, 2 * w), device=x.device, dtype=x.dtype)
