@@ -20,7 +20,7 @@ import triton
 from torch import nn
 from triton.testing import do_bench_cudagraph
 
-from ultralbm_edge.gpu.triton_conv import ConvTiles, _padded, conv3x3_group_norm, conv_tiles
+from ultralbm_edge.ops.triton.conv import ConvTiles, GroupNormParams, _padded, conv3x3_group_norm, conv_tiles
 
 # (input channels, output channels, side) of encoder 1-3 and decoder 4-5 at a 256x256 input.
 STAGES = [(3, 8, 256), (8, 16, 128), (16, 24, 64), (24, 16, 32), (16, 8, 64)]
@@ -55,13 +55,14 @@ def main() -> None:
     for cin, cout, side in STAGES:
         conv, norm = nn.Conv2d(cin, cout, 3, padding=1).cuda(), nn.GroupNorm(min(4, cout), cout).cuda()
         x = torch.rand(args.batch, cin, side, side, device="cuda") * 255
+        weights = (conv.weight, conv.bias, GroupNormParams(norm.weight, norm.bias, norm.num_groups, norm.eps))
         default = conv_tiles(args.batch, side * side, cin, cout)
         timed = []
         with torch.inference_mode():
             for tiles in {default, *candidates(args, cin, cout, side)}:
                 try:
-                    conv3x3_group_norm(x, conv, norm, tiles)  # compile outside the timing
-                    ms = do_bench_cudagraph(lambda: conv3x3_group_norm(x, conv, norm, tiles), rep=50, return_mode="median")
+                    conv3x3_group_norm(x, *weights, tiles)  # compile outside the timing
+                    ms = do_bench_cudagraph(lambda: conv3x3_group_norm(x, *weights, tiles), rep=50, return_mode="median")
                 except Exception as e:  # e.g. out of shared memory: report and go on
                     print(f"  {tiles}: {type(e).__name__} {str(e)[:120]}", flush=True)
                     continue

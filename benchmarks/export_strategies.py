@@ -11,9 +11,6 @@ the reference sequential scan, the speed a naive deployment would get.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -22,11 +19,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from _common import report
+
 from ultralbm_edge.checkpoint import load_checkpoint
-from ultralbm_edge.export import EXPORT_SCANS, export_onnx
+from ultralbm_edge.export import export_onnx, export_scans
 from ultralbm_edge.ops import register_scan
 from ultralbm_edge.runtime.imageio import find_images, read_image
-from ultralbm_edge.runtime.models import resolve_model
+from ultralbm_edge.runtime.model_files import resolve_model
 from ultralbm_edge.runtime.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,15 +60,15 @@ def main() -> None:
     ap.add_argument("--images", default=str(ROOT.parent / "shared" / "data" / "ph2" / "val" / "images"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--strategies", default=",".join(("floor",) + EXPORT_SCANS))
+    ap.add_argument("--strategies", default=",".join(["floor"] + [s for s in export_scans() if s != "floor"]))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     ckpt = load_checkpoint(resolve_model(args.checkpoint))
     images = np.stack([preprocess(read_image(p)) for p in find_images([Path(args.images)])[:8]])
-    ref_model = ckpt.model.set_scan_strategy("sequential")
-    with torch.no_grad():
+    ref_model = ckpt.model
+    with torch.no_grad(), ref_model.using_scan("sequential"):
         reference = ref_model(torch.from_numpy(images)).numpy()
         eager = []
         for _ in range(max(5, args.runs // 3)):
@@ -82,11 +81,10 @@ def main() -> None:
         row: dict = {"strategy": strategy}
         for batch in (1, 8):
             path = tmp / f"{strategy}_b{batch}.onnx"
-            if strategy == "floor":  # not exact by construction: exported without the parity gate
-                res = _export_floor(ckpt, path, batch)
-            else:  # parity is measured below on 8 real images, against the sequential reference
-                done = export_onnx(ckpt, path, scan=strategy, batch=batch, check=False)
-                res = (done.seconds, done.nodes)
+            # Without the parity gate (the floor is not exact by construction); parity is measured below on 8 real
+            # images, against the sequential reference.
+            done = export_onnx(ckpt, path, scan=strategy, batch=batch, check=False)
+            res = (done.seconds, done.nodes)
             load, samples = time_session(path, images[:batch], args.threads, args.runs if batch == 1 else max(5, args.runs // 3))
             p50, p90 = np.percentile(np.asarray(samples) * 1e3, [50, 90])
             row.update({f"b{batch}_p50_ms": float(p50), f"b{batch}_p90_ms": float(p90), f"b{batch}_per_image_ms": float(p50) / batch})
@@ -112,26 +110,7 @@ def main() -> None:
         print(f"{r['strategy']:26s} {r['nodes']:6d} {r['export_s']:8.2f} {r['load_s']:6.2f} {r['size_kb']:5.0f} {r['b1_p50_ms']:7.2f} "
               f"{r['b1_p90_ms']:7.2f} {r['b8_per_image_ms']:9.2f} {r['b8_over_b1_per_image']:6.2f} {r['ratio_to_floor_b1']:7.2f} "
               f"{r['max_diff']:9.2e} {r['mean_diff']:9.2e}")
-    env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "onnxruntime": ort.__version__,
-           "torch": torch.__version__, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    print(env)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
-
-
-def _export_floor(ckpt, path: Path, batch: int) -> tuple[float, int]:
-    ckpt.model.set_scan_strategy("floor")
-    t0 = time.perf_counter()
-    torch.onnx.export(ckpt.model, (torch.zeros(batch, 3, 256, 256),), str(path), input_names=["image"],
-                      output_names=["prob"], opset_version=17, dynamo=False)  # fmt: skip
-    import onnx
-    import onnxslim
-
-    graph = onnxslim.slim(onnx.load(str(path)))
-    onnx.save(graph, str(path))
-    ckpt.model.set_scan_strategy("sequential")
-    return time.perf_counter() - t0, len(graph.graph.node)
+    report(rows, args.json, threads=args.threads, torch=torch.__version__)
 
 
 if __name__ == "__main__":

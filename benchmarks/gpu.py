@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ultralbm_edge.checkpoint import load_checkpoint
-from ultralbm_edge.export.parity import mask_dice as dice
+from ultralbm_edge.runtime.metrics import dice
 from ultralbm_edge.gpu import CudaGraphRunner
 from ultralbm_edge.runtime.imageio import find_images, read_image
 from ultralbm_edge.runtime.preprocess import preprocess

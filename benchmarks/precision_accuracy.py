@@ -12,22 +12,22 @@ vs FP32 >= 0.998. TensorRT engines are not timed here (no GPU that TensorRT-RTX 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from _common import report
 
 from ultralbm_edge.calibration import quantize_int8
 from ultralbm_edge.export import export_onnx
-from ultralbm_edge.export.parity import mask_dice
 from ultralbm_edge.runtime.backends import open_backend
-from ultralbm_edge.runtime.benchmark import benchmark_model, load_images
-from ultralbm_edge.runtime.evaluate import evaluate, paired_files
+from ultralbm_edge.runtime.benchmark import benchmark_model
+from ultralbm_edge.runtime.dataset import first_images, paired_files
+from ultralbm_edge.runtime.evaluate import evaluate
 from ultralbm_edge.runtime.imageio import read_image
-from ultralbm_edge.runtime.models import resolve_model
+from ultralbm_edge.runtime.metrics import dice
+from ultralbm_edge.runtime.model_files import resolve_model
 from ultralbm_edge.runtime.preprocess import preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
@@ -35,7 +35,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
 
 def mask_agreement(reference: np.ndarray, other: np.ndarray, threshold: float) -> float:
     """Mean per-image Dice between two stacks of probability maps, thresholded."""
-    return float(np.mean([mask_dice(a >= threshold, b >= threshold) for a, b in zip(reference, other)]))
+    return float(np.mean([dice(a >= threshold, b >= threshold) for a, b in zip(reference, other)]))
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
     models = {"fp32": fp32, "fp16": fp16, "int8": int8.path}
 
     sample = np.stack([preprocess(read_image(img)) for img, _ in paired_files(args.data)[:64]])
-    timing_images = load_images(args.data / "images", 8)
+    timing_images = first_images(args.data / "images", 8)
     rows, probs = [], {}
     for name, path in models.items():
         backend = open_backend(path, threads=args.threads)
@@ -78,13 +78,8 @@ def main() -> None:
         r["dsc_drop_vs_fp32"] = base["dsc"] - r["dsc"]
         print(f"{r['precision']:9s} {r['dsc']:6.2f} {r['iou']:6.2f} {-r['dsc_drop_vs_fp32']:+6.2f} {r['mask_dice_vs_fp32']:12.5f} "
               f"{r['b1_p50_ms']:9.2f} {r['b8_per_image_ms']:9.2f} {r['size_kb']:5.0f}")  # fmt: skip
-    env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "onnxruntime": ort.__version__,
-           "checkpoint": str(source), "data": str(args.data), "calibration": f"{int8.method} on {int8.n_images} images "
-           f"from {args.calib} in {int8.seconds:.1f} s", "scan": args.scan}  # fmt: skip
-    print(env)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+    report(rows, args.json, threads=args.threads, checkpoint=str(source), data=str(args.data), scan=args.scan,
+           calibration=f"{int8.method} on {int8.n_images} images from {args.calib} in {int8.seconds:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,16 +10,14 @@ on the image folder (decode, preprocess, infer, postprocess, atomic PNG writes, 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from _common import report
 
 from ultralbm_edge.export import export_onnx
 from ultralbm_edge.runtime.backends import open_backend
@@ -78,12 +76,7 @@ def main() -> None:
     print(f"{'data':22s} {'images':>6s} {'batch':>5s} {'pure img/s':>10s} {'e2e img/s':>9s} {'e2e/pure':>8s}")
     for r in rows:
         print(f"{r['data']:22s} {r['images']:6d} {r['batch']:5d} {r['pure_img_s']:10.1f} {r['e2e_img_s']:9.1f} {r['ratio']:8.2f}")
-    env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "workers": args.workers,
-           "onnxruntime": ort.__version__, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
-    print(env)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+    report(rows, args.json, threads=args.threads, workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ The Q/DQ model runs on ONNX Runtime CPU (so its accuracy is measurable anywhere)
 TensorRT (11, RTX) and TensorRT 10 take for INT8 engines. Quantized: the dense convolutions and linear layers
 outside the Mamba blocks (symmetric INT8, per-channel weights — TensorRT's requirement). Kept in FP32, because
 quantizing them costs accuracy or has no INT8 kernel:
-- everything inside the Mamba blocks (x_proj/dt_proj, softplus, exp(dt*A), the scan's decay products),
+- the node scopes the model's metadata keeps FP32 (``fp32_scopes``: the Mamba blocks' x_proj/dt_proj, softplus,
+  exp(dt*A), the scan's decay products),
+- the scopes it leaves unquantized (``unquantized_scopes``: the first convolution, which sees raw image
+  statistics, and the head, whose output is the probability map itself),
 - depthwise convolutions (TensorRT's INT8 grouped conv wants group sizes divisible by 4; ours have 1 channel/group),
-- the first convolution (raw image statistics) and the final 1x1 conv + sigmoid (the probability map itself),
 - Layer/Group norms (not in the quantized op types).
 """
 
@@ -23,13 +25,13 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ultralbm_edge.runtime.imageio import ImageReadError, find_images, read_image
+from ultralbm_edge.runtime.dataset import DatasetError, load_images
+from ultralbm_edge.runtime.files import atomic_path
+from ultralbm_edge.runtime.formats import INPUT_NAME
 from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata
-from ultralbm_edge.runtime.preprocess import preprocess
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
-FIRST_AND_LAST = ("/encoder1/", "/final/")
 
 
 class CalibrationError(ValueError):
@@ -55,41 +57,29 @@ class DermoscopyReader(CalibrationDataReader):
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {"image": batch}
+        return None if batch is None else {INPUT_NAME: batch}
 
 
 def calibration_images(folder: Path, num_images: int, size: int, progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[str]]:
     """Preprocess the first ``num_images`` readable images of ``folder`` (sorted, recursive)."""
-    if not Path(folder).is_dir():
-        raise CalibrationError(f"{folder}: not a folder of calibration images")
-    paths = find_images([Path(folder)])
-    if not paths:
-        raise CalibrationError(f"{folder}: no images (.jpg .png .bmp .tif) — point --images at dermoscopy images")
-    images, skipped = [], []
-    for p in paths:
-        if len(images) == num_images:
-            break
-        try:
-            images.append(preprocess(read_image(p), size))
-        except ImageReadError as e:
-            skipped.append(str(e))
-        if progress:
-            progress(len(images), num_images)
-    if not images:
-        raise CalibrationError(f"{folder}: none of the {len(paths)} image files is readable (first: {skipped[0]})")
-    if len(images) < num_images:
+    try:
+        batch = load_images(folder, num_images, size, progress)
+    except DatasetError as e:
+        raise CalibrationError(str(e)) from None
+    if len(batch.paths) < num_images:
         raise CalibrationError(
-            f"{folder}: only {len(images)} readable images, fewer than --num-images {num_images} — "
-            f"add images or pass --num-images {len(images)}"
+            f"{folder}: only {len(batch.paths)} readable images, fewer than --num-images {num_images} — "
+            f"add images or pass --num-images {len(batch.paths)}"
         )
-    return np.stack(images), skipped
+    return batch.images, batch.skipped
 
 
-def _excluded_nodes(model: onnx.ModelProto) -> list[str]:
+def _excluded_nodes(model: onnx.ModelProto, meta: ModelMetadata) -> list[str]:
+    scopes = [*meta.fp32_scopes, *meta.unquantized_scopes]
     excluded = []
     for node in model.graph.node:
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if "/mamba/" in node.name or any(s in node.name for s in FIRST_AND_LAST) or (node.op_type == "Conv" and groups > 1):
+        if any(s in node.name for s in scopes) or (node.op_type == "Conv" and groups > 1):
             excluded.append(node.name)
     return excluded
 
@@ -124,7 +114,7 @@ def quantize_int8(
     dims = model.graph.input[0].type.tensor_type.shape.dim
     batch = dims[0].dim_value if dims[0].HasField("dim_value") else 8
     batches = [data[i : i + batch] for i in range(0, len(data) - len(data) % batch or len(data), batch)]
-    excluded = _excluded_nodes(model)
+    excluded = _excluded_nodes(model, meta)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
@@ -147,8 +137,7 @@ def quantize_int8(
     meta.extra = {**meta.extra, "calibration": {"method": method, "images": len(data), "source": str(images)}}
     del quantized.metadata_props[:]
     onnx.helper.set_model_props(quantized, meta.to_props())
-    tmp_out = output.with_name(f".{output.name}.tmp")
-    onnx.save(quantized, str(tmp_out))
-    tmp_out.replace(output)
+    with atomic_path(output) as tmp_out:
+        onnx.save(quantized, str(tmp_out))
     n_q = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     return CalibrationResult(output, len(data), method, n_q, len(excluded), time.perf_counter() - started, skipped)

@@ -1,32 +1,39 @@
-"""Export: checkpoint -> exact, fast, self-describing ONNX (and, from there, TensorRT engines)."""
+"""Export: checkpoint -> exact, self-describing ONNX, and from there TensorRT engines.
 
-from .onnx_export import (
-    AUTO_SCAN,
-    EXPORT_SCANS,
-    ORT_ONLY_SCANS,
-    TRACED_SCANS,
-    ExportError,
-    ExportResult,
-    export_onnx,
-    read_metadata,
-    resolve_scan,
-)
-from .parity import ParityReport, check_parity
-from .scan_lowering import LOWERED_FORMS, lower_scan_nodes, strip_scan_function
+Submodules are imported on first use (PEP 562), so that the torch-free parts (``tensorrt``, ``fp16``,
+``scan_lowering``, ``scan_policy``) work on a device without PyTorch: ``from ultralbm_edge.export import
+build_engine`` never imports torch, ``export_onnx`` does.
+"""
 
-__all__ = [
-    "AUTO_SCAN",
-    "EXPORT_SCANS",
-    "LOWERED_FORMS",
-    "ORT_ONLY_SCANS",
-    "TRACED_SCANS",
-    "ExportError",
-    "ExportResult",
-    "ParityReport",
-    "check_parity",
-    "export_onnx",
-    "lower_scan_nodes",
-    "read_metadata",
-    "resolve_scan",
-    "strip_scan_function",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ExportError": "errors",
+    "ExportResult": "onnx_export",
+    "export_onnx": "onnx_export",
+    "export_scans": "onnx_export",
+    "resolve_scan": "onnx_export",
+    "check_parity": "parity",
+    "reference_probs": "parity",
+    "lower_scan_nodes": "scan_lowering",
+    "strip_scan_function": "scan_lowering",
+    "AUTO_SCAN": "scan_policy",
+    "LOWERED_FORMS": "scan_policy",
+    "ORT_ONLY_SCANS": "scan_policy",
+    "EngineResult": "tensorrt",
+    "build_engine": "tensorrt",
+    "engine_from_onnx": "tensorrt",
+    "export_engine": "pipeline",
+    "export_model": "pipeline",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from .scan_node import DOMAIN, OP_TYPE
+from .scan_policy import LOWERED_FORMS
+from .scan_policy import SCAN_NODE_DOMAIN as DOMAIN
+from .scan_policy import SCAN_NODE_OP as OP_TYPE
 
-LOWERED_FORMS = ("loop", "linear_attention", "plugin")
 CONTRIB_DOMAIN = "com.microsoft"
 _IO = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 

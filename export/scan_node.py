@@ -26,8 +26,8 @@ from torch import Tensor
 
 from ultralbm_edge.ops import register_fused_scan, selective_scan
 
-DOMAIN = "ultralbm"
-OP_TYPE = "SelectiveScan"
+from .scan_policy import SCAN_NODE_DOMAIN as DOMAIN
+from .scan_policy import SCAN_NODE_OP as OP_TYPE
 # Registered name of the fused "strategy" that traces to the node (set by export_onnx on every Mamba block).
 NODE_STRATEGY = "onnx-node"
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .backends import Backend
-from .imageio import find_images, read_image
+from .imageio import read_image
 from .postprocess import PostprocessOptions, probability_to_mask
 from .preprocess import preprocess
 
@@ -45,13 +45,6 @@ class ModelBenchmark:
 def _percentiles(samples: list[float]) -> tuple[float, float, float]:
     p50, p90, p99 = np.percentile(np.asarray(samples) * 1e3, [50, 90, 99])
     return float(p50), float(p90), float(p99)
-
-
-def load_images(folder: Path, limit: int) -> list[Path]:
-    paths = find_images([folder])[:limit]
-    if not paths:
-        raise FileNotFoundError(f"{folder}: no images to benchmark with — pass --images DIR")
-    return paths
 
 
 def benchmark_model(

@@ -1,4 +1,4 @@
-"""Reading dermoscopy images robustly, and writing outputs atomically.
+"""Reading dermoscopy images robustly, and writing image outputs atomically (see ``files``).
 
 Every failure becomes an :class:`ImageReadError` whose message says which file, what is wrong and what to do,
 so a folder run can record it and carry on with the other images.
@@ -6,13 +6,12 @@ so a folder run can record it and carry on with the other images.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
+
+from .files import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # OpenCV refuses images above 2^30 pixels by default; we stop well before memory becomes the problem.
@@ -77,25 +76,9 @@ def find_images(inputs: list[Path]) -> list[Path]:
     return list(found)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write ``image`` (BGR or grayscale uint8) in the format its suffix names (.png, .jpg), atomically."""
 
-    A run killed at any moment leaves either the complete old file, the complete new one, or nothing —
-    never a truncated one. The temporary name keeps the real suffix so writers that pick a format from
-    the suffix (cv2.imwrite, np.save) still work.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
     def _write(tmp: Path) -> None:
         if not cv2.imwrite(str(tmp), image):
             raise OSError(f"OpenCV could not write {tmp}")

@@ -2,13 +2,16 @@
 
 Export writes it into the ONNX file's ``metadata_props``; engine builds copy it into the engine's JSON sidecar;
 the runtime reads it to configure preprocessing and the threshold, and refuses models whose preprocessing it
-does not implement.
+does not implement. It also carries the model's *deployment facts* from the model registry (which ONNX node
+scopes must stay FP32, which layers INT8 must not quantize), so the torch-free tools (calibration, FP16
+conversion, engine builds) never need the model's code.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 from .preprocess import IMAGE_SIZE, PREPROCESSING_ID
@@ -22,7 +25,7 @@ class MetadataError(ValueError):
 
 @dataclass
 class ModelMetadata:
-    variant: str = "ultralbm"
+    variant: str = "ultralbm"  # the model's registry name
     channels: list[int] = field(default_factory=lambda: [8, 16, 24, 32, 48, 64])
     image_size: int = IMAGE_SIZE
     preprocessing: str = PREPROCESSING_ID
@@ -31,6 +34,10 @@ class ModelMetadata:
     source_checkpoint_sha256: str = ""
     scan_strategy: str = ""
     precision: str = "fp32"
+    # ONNX node-name fragments kept in FP32 in FP16 and INT8 models (the Mamba blocks: softplus, exp, scan).
+    fp32_scopes: list[str] = field(default_factory=lambda: ["/mamba/"])
+    # ONNX node-name fragments INT8 leaves unquantized (the first conv sees raw pixels, the head is the output).
+    unquantized_scopes: list[str] = field(default_factory=lambda: ["/encoder1/", "/final/"])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
@@ -68,3 +75,11 @@ class ModelMetadata:
             )
         if not 0.0 < float(self.threshold) < 1.0:
             raise MetadataError(f"{source}: threshold {self.threshold} is outside (0, 1)")
+
+
+def read_onnx_metadata(path: Path | str) -> ModelMetadata:
+    """The ModelMetadata stored in an ONNX file, read without loading its weights into a session."""
+    import onnx  # torch-free, but heavy: only the tools that inspect ONNX files need it
+
+    model = onnx.load(str(path), load_external_data=False)
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, source=str(path))

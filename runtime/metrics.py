@@ -7,6 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two masks (any dtype; non-zero is foreground); 1.0 when both are empty."""
+    a, b = a.astype(bool, copy=False), b.astype(bool, copy=False)
+    denom = int(a.sum()) + int(b.sum())
+    return 1.0 if denom == 0 else 2.0 * int((a & b).sum()) / denom
+
+
 class ConfusionAccumulator:
     """Streams images into a global confusion matrix and per-image Dice scores."""
 

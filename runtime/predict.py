@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from .backends import Backend
-from .imageio import ImageReadError, find_images, read_image, write_atomic, write_npy, write_png
+from .files import remove_stale_temporaries, write_text_atomic
+from .imageio import ImageReadError, find_images, read_image, write_image, write_npy
 from .postprocess import PostprocessOptions, mask_stats, overlay, probability_to_mask
 from .preprocess import preprocess
 
@@ -95,16 +96,11 @@ def _finish(item: _Loaded, prob: np.ndarray, infer_ms: float, out_dir: Path, opt
         write_npy(out_dir / "probs" / f"{stem}.npy", prob.astype(np.float32))
     if opts.overlay and item.rgb is not None:
         drawn = overlay(item.rgb, mask)
-        write_atomic(out_dir / "overlays" / f"{stem}.jpg", lambda tmp: _imwrite(tmp, drawn))
-    write_png(out_dir / "masks" / f"{stem}.png", mask)  # last: its presence marks the image as done
+        write_image(out_dir / "overlays" / f"{stem}.jpg", drawn)
+    write_image(out_dir / "masks" / f"{stem}.png", mask)  # last: its presence marks the image as done
     ms = item.ms + infer_ms + (time.perf_counter() - t0) * 1e3
     return {"path": str(item.path), "status": "ok", "error": "", "width": item.width, "height": item.height,
             **mask_stats(mask, full_prob), "ms": round(ms, 2)}  # fmt: skip
-
-
-def _imwrite(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"OpenCV could not write {path}")
 
 
 def _error_row(path: Path, message: str) -> dict:
@@ -126,6 +122,7 @@ def predict(
     opts = opts or PredictOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # a killed run's half-written files; never counted as outputs
     started = time.perf_counter()
     meta = backend.metadata
     post = PostprocessOptions(
@@ -227,7 +224,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, restval="")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, lambda tmp: tmp.write_text(buf.getvalue()))
+    write_text_atomic(path, buf.getvalue())
 
 
 def iter_failures(summary: PredictSummary) -> Iterator[str]:

@@ -93,8 +93,3 @@ def preprocess(rgb: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     for k in range(wx.shape[1]):
         out += rows[:, first + k] * wx[None, :, k, None]
     return out.transpose(2, 0, 1).astype(np.float32)
-
-
-def preprocess_batch(images: list[np.ndarray], size: int = IMAGE_SIZE) -> np.ndarray:
-    """Stack :func:`preprocess` over a list of RGB images into an (N, 3, size, size) float32 batch."""
-    return np.stack([preprocess(im, size) for im in images])

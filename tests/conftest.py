@@ -50,12 +50,6 @@ def official_model(official_dir: Path):
     return load_checkpoint(official_dir / "best.pth").model
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    denom = a.sum() + b.sum()
-    return 1.0 if denom == 0 else float(2 * (a & b).sum() / denom)
-
-
 @pytest.fixture(scope="session")
 def onnx_model(official_dir: Path, tmp_path_factory) -> Path:
     """The official checkpoint exported once per session (dynamic batch, default scan), parity-checked."""
@@ -71,10 +65,10 @@ def exported_scans(tmp_path_factory) -> dict:
     """The bundled ISIC-trained checkpoint exported once per scan strategy (fixed batch 1), each through the parity
     gate. Bundled, not the authors' PH2 checkpoint: in that one the recurrence moves the output by < 2e-5, so parity
     could not tell a wrong scan from a right one; in the bundled model dropping it moves probabilities by 2.5e-2."""
-    from ultralbm_edge.export import EXPORT_SCANS, export_onnx
+    from ultralbm_edge.export import export_onnx, export_scans
 
     d = tmp_path_factory.mktemp("scans")
-    return {s: export_onnx("ultralbm", d / f"{s}.onnx", scan=s) for s in EXPORT_SCANS}
+    return {s: export_onnx("ultralbm", d / f"{s}.onnx", scan=s) for s in export_scans()}
 
 
 def cli_exe() -> str:
@@ -90,3 +84,21 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
     import subprocess
 
     return subprocess.run([cli_exe(), *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory) -> Path:
+    """A normal (non-editable) install of the project's wheel, without its dependencies, in a folder of its own:
+    the layout users get, where runtime/, export/ and calibration/ sit inside ultralbm_edge/."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        check=True,
+    )
+    (whl,) = out.glob("ultralbm_edge-*.whl")
+    site = out / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(whl)], check=True)
+    return whl

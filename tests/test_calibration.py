@@ -4,11 +4,12 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import dice, run_cli
+from conftest import run_cli
 from ultralbm_edge.calibration import CalibrationError, quantize_int8
 from ultralbm_edge.export import export_onnx
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.imageio import find_images, read_image
+from ultralbm_edge.runtime.metrics import dice
 from ultralbm_edge.runtime.preprocess import preprocess
 
 

@@ -16,29 +16,31 @@ import torch
 from conftest import run_cli
 from ultralbm_edge.export import (
     AUTO_SCAN,
-    EXPORT_SCANS,
     LOWERED_FORMS,
     ExportError,
     export_onnx,
+    export_scans,
     lower_scan_nodes,
-    read_metadata,
     resolve_scan,
     strip_scan_function,
 )
 from ultralbm_edge.export.scan_node import DOMAIN, NODE_STRATEGY, OP_TYPE
 from ultralbm_edge.models.mamba import Mamba
-from ultralbm_edge.runtime.models import resolve_model
+from ultralbm_edge.ops import register_scan, scan_strategies
+from ultralbm_edge.runtime.metadata import read_onnx_metadata
+from ultralbm_edge.runtime.model_files import resolve_model
+from ultralbm_edge.runtime.parity import EXACT
 
 
-@pytest.mark.parametrize("scan", EXPORT_SCANS)
+@pytest.mark.parametrize("scan", export_scans())
 def test_every_strategy_is_exact_small_and_self_describing(exported_scans, scan):
     result = exported_scans[scan]
     report = result.parity
-    assert report.ok and report.n_images == 10, report.summary()
-    assert report.max_abs_diff <= 5e-3 and report.mean_abs_diff <= 1e-4 and report.min_mask_dice >= 0.999
+    assert report.ok and report.n_images == 10 and report.tolerances == EXACT, report.summary()
     assert result.path.stat().st_size <= 1_000_000
-    meta = read_metadata(result.path)
+    meta = read_onnx_metadata(result.path)
     assert (meta.scan_strategy, meta.variant, meta.image_size, meta.precision) == (scan, "ultralbm", 256, "fp32")
+    assert meta.fp32_scopes == ["/mamba/"] and meta.unquantized_scopes == ["/encoder1/", "/final/"]  # from the registry
     assert meta.source_checkpoint_sha256 == hashlib.sha256(resolve_model("ultralbm").read_bytes()).hexdigest()
     model = onnx.load(str(result.path))
     onnx.checker.check_model(model, full_check=True)
@@ -81,19 +83,27 @@ def memoryless_scan():
     """A temporary scan strategy "memoryless" that drops the recurrence (h = b): what a broken scan looks like."""
     from ultralbm_edge.ops import scan as scan_ops
 
-    scan_ops._STRATEGIES["memoryless"] = lambda a, b: b
+    register_scan("memoryless")(lambda a, b: b)
     try:
         yield
     finally:
-        del scan_ops._STRATEGIES["memoryless"]
+        del scan_ops._SOLVERS["memoryless"]
+
+
+def test_a_newly_registered_solver_is_exportable():
+    """The export's forms come from the scan registry: registering a solver makes it an export form at once."""
+    with memoryless_scan():
+        assert "memoryless" in scan_strategies() and "memoryless" in export_scans()
+        assert resolve_scan("memoryless") == "memoryless"
+    assert "memoryless" not in export_scans()
 
 
 def test_parity_gate_refuses_a_graph_without_the_recurrence(exported_scans, tmp_path):
     """The whole-model gate can fail: the bundled model exported with h = b instead of the scan is refused."""
+    from ultralbm_edge.assets import SAMPLE_IMAGES
     from ultralbm_edge.checkpoint import load_checkpoint
     from ultralbm_edge.export import check_parity
-    from ultralbm_edge.export.parity import load_parity_images
-    from ultralbm_edge.export.onnx_export import _default_parity_folder
+    from ultralbm_edge.runtime.dataset import load_images
 
     model = load_checkpoint(resolve_model("ultralbm")).model.eval()
     with memoryless_scan():
@@ -101,9 +111,9 @@ def test_parity_gate_refuses_a_graph_without_the_recurrence(exported_scans, tmp_
         torch.onnx.export(model, (torch.zeros(1, 3, 256, 256),), str(tmp_path / "m.onnx"), input_names=["image"],
                           output_names=["prob"], opset_version=17, dynamo=False)  # fmt: skip
     graph = onnx.load(str(tmp_path / "m.onnx"))
-    onnx.helper.set_model_props(graph, read_metadata(exported_scans["blelloch"].path).to_props())
+    onnx.helper.set_model_props(graph, read_onnx_metadata(exported_scans["blelloch"].path).to_props())
     onnx.save(graph, str(tmp_path / "m.onnx"))
-    images = load_parity_images(_default_parity_folder(), 10, 256)
+    images = load_images(SAMPLE_IMAGES, 10, 256).images
     report = check_parity(tmp_path / "m.onnx", model, images)
     assert not report.ok and report.max_abs_diff > 5e-3, report.summary()
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ultralbm_edge.models import VARIANTS, count_parameters, create_model
+from ultralbm_edge.models import count_parameters, create_model, list_models
 from ultralbm_edge.models.mamba import Mamba
 from ultralbm_edge.ops import scan_strategies, selective_scan
 
@@ -92,5 +92,5 @@ def test_batched_bidirectional_glmbp_equals_four_separate_calls(official_model):
 
 
 def test_every_variant_builds():
-    for name in VARIANTS:
+    for name in list_models():
         assert count_parameters(create_model(name)) > 0

@@ -8,22 +8,26 @@ Accepted on load (always with ``torch.load(weights_only=True)``, so a checkpoint
 - our format: a dict with ``format == "ultralbm-edge/1"``, ``state_dict`` and metadata (variant, channels,
   image size, preprocessing, threshold, provenance).
 
-The variant is inferred from the weights' shapes, so a wrong or foreign checkpoint is named precisely.
+Which registered model the weights belong to is recognised from their shapes (``models.identify``), so a wrong or
+foreign checkpoint is named precisely.
 """
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from torch import nn
 
+from ultralbm_edge import __version__
+from ultralbm_edge.runtime.files import file_sha256, write_atomic
+from ultralbm_edge.runtime.metadata import ModelMetadata
 from ultralbm_edge.runtime.preprocess import IMAGE_SIZE, PREPROCESSING_ID
 
-from .models import VARIANTS, UltraLBMUNet, channel_list, create_model
+from .models import create_model, identify, list_models, model_spec
 
 FORMAT = "ultralbm-edge/1"
 DEFAULT_THRESHOLD = 0.5
@@ -37,8 +41,8 @@ class CheckpointError(ValueError):
 class Checkpoint:
     """A loaded model with the facts a deployment needs to reproduce it."""
 
-    model: UltraLBMUNet
-    variant: str
+    model: nn.Module
+    variant: str  # the registry name
     path: str
     sha256: str
     source_format: str  # "official-state_dict", "official-resume", "ultralbm-edge/1"
@@ -49,26 +53,24 @@ class Checkpoint:
 
     @property
     def channels(self) -> list[int]:
-        return list(self.model.channels)
+        return list(getattr(self.model, "channels", []))
 
-
-def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def guess_variant(state_dict: Mapping[str, Any]) -> str | None:
-    """Name the variant whose first-layer width matches, or None if the weights are not UltraLBM-UNet's."""
-    w = state_dict.get("encoder1.0.weight")
-    if not isinstance(w, torch.Tensor) or w.ndim != 4:
-        return None
-    for name, v in VARIANTS.items():
-        if channel_list(v.channel_multiplier)[0] == w.shape[0]:
-            return name
-    return None
+    def metadata(self, **overrides: Any) -> ModelMetadata:
+        """The metadata a model file exported from this checkpoint carries (``overrides``: scan, precision, ...)."""
+        spec = model_spec(self.variant)
+        values: dict[str, Any] = dict(
+            variant=self.variant,
+            channels=self.channels,
+            image_size=self.image_size,
+            preprocessing=self.preprocessing,
+            threshold=self.threshold,
+            toolkit_version=__version__,
+            source_checkpoint_sha256=self.sha256,
+            fp32_scopes=list(spec.fp32_scopes),
+            unquantized_scopes=list(spec.unquantized_scopes),
+        )
+        values.update(overrides)
+        return ModelMetadata(**values)
 
 
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,17 +98,9 @@ def _unpack(obj: Any, path: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     )
 
 
-def load_checkpoint(path: Path | str, variant: str | None = None) -> Checkpoint:
-    """Load any supported checkpoint file into an eval-mode model on the CPU.
-
-    ``variant`` forces a variant; by default it is read from the file or inferred from the weights.
-    Raises :class:`CheckpointError` with the missing/unexpected keys when the weights do not fit.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file — check the path")
+def _torch_load(path: Path) -> Any:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = str(e)
         if "Unsupported global" in reason:
@@ -118,14 +112,31 @@ def load_checkpoint(path: Path | str, variant: str | None = None) -> Checkpoint:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
     except Exception as e:  # zip/pickle corruption, not a torch file at all
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
-    state_dict, source_format, meta = _unpack(obj, path)
-    guessed = guess_variant(state_dict)
-    variant = variant or meta.get("variant") or guessed
+
+
+def load_checkpoint(path: Path | str, variant: str | None = None) -> Checkpoint:
+    """Load any supported checkpoint file into an eval-mode model on the CPU.
+
+    ``variant`` forces a registered model; by default it is read from the file or recognised from the weights.
+    Raises :class:`CheckpointError` with the missing/unexpected keys when the weights do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file — check the path")
+    state_dict, source_format, meta = _unpack(_torch_load(path), path)
+    recognised = identify(state_dict)
+    variant = variant or meta.get("variant") or (recognised[0] if recognised else None)
     if variant is None:
         raise CheckpointError(
-            f"{path}: not an UltraLBM-UNet checkpoint (no 'encoder1.0.weight' of a known width; first keys: "
-            f"{list(state_dict)[:5]})"
+            f"{path}: not an UltraLBM-UNet checkpoint, nor one of the other registered models {list_models()} "
+            f"(their signature weights are missing; first keys: {list(state_dict)[:5]})"
         )
+    try:
+        spec = model_spec(variant)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if spec.checkpoint_filter is not None:
+        state_dict = spec.checkpoint_filter(state_dict)
     model = create_model(variant)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -134,7 +145,7 @@ def load_checkpoint(path: Path | str, variant: str | None = None) -> Checkpoint:
         k for k in set(expected) & set(state_dict) if tuple(expected[k].shape) != tuple(state_dict[k].shape)
     )
     if missing or unexpected or wrong_shape:
-        looks = f"its weights look like variant {guessed!r}" if guessed else "it does not look like any UltraLBM-UNet variant"
+        looks = f"its weights look like variant {recognised[0]!r}" if recognised else "it does not look like any registered model"
         raise CheckpointError(
             f"{path}: does not fit variant {variant!r} ({looks}). "
             f"missing keys ({len(missing)}): {missing[:6]}; unexpected keys ({len(unexpected)}): {unexpected[:6]}; "
@@ -157,7 +168,7 @@ def load_checkpoint(path: Path | str, variant: str | None = None) -> Checkpoint:
 
 def save_checkpoint(
     path: Path | str,
-    model: UltraLBMUNet,
+    model: nn.Module,
     variant: str,
     provenance: Mapping[str, Any] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
@@ -170,7 +181,7 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "variant": variant,
-        "channels": list(model.channels),
+        "channels": list(getattr(model, "channels", [])),
         "image_size": int(image_size),
         "preprocessing": PREPROCESSING_ID,
         "threshold": float(threshold),
@@ -178,8 +189,4 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **dict(extra or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))

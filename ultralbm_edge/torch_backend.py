@@ -1,4 +1,9 @@
-"""The PyTorch backend for ``.pth`` checkpoints (development and reference; devices run ONNX or engines)."""
+"""The PyTorch backend for ``.pth`` checkpoints (development, reference, and the fast path on a CUDA GPU).
+
+It lives beside the model code, not in ``runtime/backends``: the runtime layer never imports torch (an
+import-linter contract), and the format table names this class by import path, so it is imported only when a
+``.pth`` model is opened.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ultralbm_edge import __version__
 from ultralbm_edge.checkpoint import CheckpointError, load_checkpoint
-from ultralbm_edge.runtime.backends import BackendError
-from ultralbm_edge.runtime.metadata import ModelMetadata
+from ultralbm_edge.runtime.backends.base import Backend, BackendError
 
 # Exact to the sequential reference and several times faster on the CPU (see tests/test_model.py).
 CPU_SCAN = "chunked"
@@ -19,9 +22,8 @@ CPU_SCAN = "chunked"
 GPU_SCAN = "triton"
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     name = "torch"
-    max_batch = None
 
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None, scan: str = CPU_SCAN) -> None:
         try:
@@ -41,19 +43,10 @@ class TorchBackend:
             from ultralbm_edge.gpu import CudaGraphRunner
 
             self._graphs = CudaGraphRunner(self.model, device=self.device, scan=scan)
-        self.metadata = ModelMetadata(
-            variant=ckpt.variant,
-            channels=ckpt.channels,
-            image_size=ckpt.image_size,
-            preprocessing=ckpt.preprocessing,
-            threshold=ckpt.threshold,
-            toolkit_version=__version__,
-            source_checkpoint_sha256=ckpt.sha256,
-            scan_strategy=scan,
-        )
+        self.metadata = ckpt.metadata(scan_strategy=scan)
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         if self._graphs is not None:
             return self._graphs.run(batch)
         return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()

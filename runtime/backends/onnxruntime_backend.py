@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..formats import INPUT_NAME, OUTPUT_NAME
 from ..metadata import MetadataError, ModelMetadata
-from . import BackendError
+from .base import Backend, BackendError
 
 # Execution providers tried for device="cuda", best first; CPU is always the fallback.
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None) -> None:
@@ -51,30 +52,20 @@ class OnnxRuntimeBackend:
             raise BackendError(str(e)) from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         size = self.metadata.image_size
-        if len(inputs) != 1 or inputs[0].name != "image" or [d for d in inputs[0].shape[1:]] != [3, size, size]:
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or list(inputs[0].shape[1:]) != [3, size, size]:
             shapes = [(i.name, i.shape) for i in inputs]
             raise BackendError(
-                f"{self.path}: expected one input 'image' of shape [N, 3, {size}, {size}], the model has {shapes} — "
+                f"{self.path}: expected one input {INPUT_NAME!r} of shape [N, 3, {size}, {size}], the model has {shapes} — "
                 "re-export it with `ultralbm-edge export`"
             )
-        if outputs[0].name != "prob":
-            raise BackendError(f"{self.path}: expected output 'prob', the model has {[o.name for o in outputs]}")
+        if outputs[0].name != OUTPUT_NAME:
+            raise BackendError(f"{self.path}: expected output {OUTPUT_NAME!r}, the model has {[o.name for o in outputs]}")
         batch_dim = inputs[0].shape[0]
-        self.max_batch: int | None = batch_dim if isinstance(batch_dim, int) else None
+        if isinstance(batch_dim, int):
+            self.max_batch, self.fixed_batch = batch_dim, True
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        n = len(batch)
-        if self.max_batch is None or n == self.max_batch:
-            return self.session.run(["prob"], {"image": batch})[0].astype(np.float32, copy=False)
-        # A fixed-batch graph: run full batches, pad the last one with copies of its last image.
-        out = []
-        for i in range(0, n, self.max_batch):
-            chunk = batch[i : i + self.max_batch]
-            pad = self.max_batch - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            out.append(self.session.run(["prob"], {"image": chunk})[0][: self.max_batch - pad])
-        return np.concatenate(out).astype(np.float32, copy=False)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
     def describe(self) -> dict[str, str]:
         return {

@@ -8,14 +8,10 @@ from typing import List, Optional
 
 import typer
 
+from ultralbm_edge.assets import DEFAULT_MODEL, SAMPLE_IMAGES
+
 from . import app
 from ._common import fail
-
-
-def _bundled_samples() -> Path:
-    import ultralbm_edge
-
-    return Path(ultralbm_edge.__file__).resolve().parent / "samples" / "images"
 
 
 @app.command()
@@ -35,8 +31,9 @@ def benchmark(
     from rich.table import Table
 
     from ultralbm_edge.runtime.backends import BackendError, open_backend
-    from ultralbm_edge.runtime.benchmark import benchmark_model, environment, load_images, to_json
-    from ultralbm_edge.runtime.imageio import write_atomic
+    from ultralbm_edge.runtime.benchmark import benchmark_model, environment, to_json
+    from ultralbm_edge.runtime.dataset import DatasetError, first_images
+    from ultralbm_edge.runtime.files import write_text_atomic
 
     try:
         sizes = sorted({int(b) for b in batch_sizes.split(",")})
@@ -46,13 +43,13 @@ def benchmark(
         fail("--batch-sizes and --runs must be positive")
     results = []
     try:
-        paths = load_images(images or _bundled_samples(), max(sizes))
-        for name in models or ["ultralbm"]:
+        paths = first_images(images or SAMPLE_IMAGES, max(sizes))
+        for name in models or [DEFAULT_MODEL]:
             engine = open_backend(name, backend=backend, threads=threads, device=device)
             if engine.max_batch is not None and max(sizes) % engine.max_batch and engine.max_batch < max(sizes):
                 typer.echo(f"note: {name} has a fixed batch of {engine.max_batch}; larger batches run as several calls", err=True)
             results.append(benchmark_model(name, engine, paths, sizes, warmup, runs))
-    except (BackendError, FileNotFoundError) as e:
+    except (BackendError, DatasetError, FileNotFoundError) as e:
         fail(str(e))
     table = Table(title="ultralbm-edge benchmark (latency of inference on a preprocessed batch)")
     for col in ("model", "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "ms/image", "images/s", "pre ms/img", "post ms/img"):
@@ -71,4 +68,4 @@ def benchmark(
         f"peak RSS {env['peak_rss_mb']} MB · {len(paths)} real images from {images or 'the bundled samples'}"
     )
     if json_path:
-        write_atomic(json_path, lambda tmp: tmp.write_text(json.dumps(to_json(results), indent=2) + "\n"))
+        write_text_atomic(json_path, json.dumps(to_json(results), indent=2) + "\n")

@@ -6,43 +6,45 @@ from pathlib import Path
 
 import typer
 
+from ultralbm_edge.assets import DEFAULT_MODEL, SAMPLE_IMAGES, SAMPLES_DIR
+
 from . import app
-from ._common import fail
+from ._common import fail, needs_torch
 
 
 @app.command()
 def demo(
     output: Path = typer.Option(Path("ultralbm-demo"), "-o", "--output", help="Folder for everything the demo writes."),
-    model: str = typer.Option("ultralbm", help="Bundled name or .pth checkpoint to start from."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Bundled name or .pth checkpoint to start from."),
     runs: int = typer.Option(20, help="Timed runs per batch size in the benchmark."),
 ) -> None:
     """Bundled checkpoint -> exact ONNX -> masks for the bundled real images -> accuracy -> latency."""
-    import ultralbm_edge
+    needs_torch("demo")
     from ultralbm_edge.export import ExportError, export_onnx
     from ultralbm_edge.runtime.backends import open_backend
-    from ultralbm_edge.runtime.benchmark import benchmark_model, load_images
+    from ultralbm_edge.runtime.benchmark import benchmark_model
+    from ultralbm_edge.runtime.dataset import first_images
     from ultralbm_edge.runtime.evaluate import evaluate
-    from ultralbm_edge.runtime.models import ModelNotFound, resolve_model
+    from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
     from ultralbm_edge.runtime.predict import PredictOptions, predict
 
-    samples = Path(ultralbm_edge.__file__).resolve().parent / "samples"
     output.mkdir(parents=True, exist_ok=True)
     try:
         checkpoint = resolve_model(model)
         typer.echo(f"1/4 export   {checkpoint} -> {output / 'model.onnx'}")
-        result = export_onnx(checkpoint, output / "model.onnx", dynamic_batch=True, parity_images=samples / "images")
+        result = export_onnx(checkpoint, output / "model.onnx", dynamic_batch=True, parity_images=SAMPLE_IMAGES)
     except (ModelNotFound, ExportError) as e:
         fail(str(e))
     typer.echo(f"             {result.nodes} nodes, {result.seconds:.1f} s; {result.parity.summary()}")
     backend = open_backend(result.path, threads=None)
-    summary = predict([samples / "images"], backend, output / "predictions", PredictOptions(overlay=True, save_probs=True, resume=False))
+    summary = predict([SAMPLE_IMAGES], backend, output / "predictions", PredictOptions(overlay=True, save_probs=True, resume=False))
     typer.echo(f"2/4 predict  {summary.ok} images segmented in {summary.seconds:.1f} s -> {output / 'predictions'} (masks/, overlays/, results.csv)")
-    scores = evaluate(backend, samples)
+    scores = evaluate(backend, SAMPLES_DIR)
     typer.echo(
         f"3/4 evaluate {scores['n_images']} bundled images with expert masks: DSC {scores['dsc'] * 100:.2f}, "
         f"IoU {scores['iou'] * 100:.2f}, mean Dice {scores['mean_dice'] * 100:.2f}"
     )
-    bench = benchmark_model("model.onnx", backend, load_images(samples / "images", 8), [1, 8], warmup=3, runs=runs)
+    bench = benchmark_model("model.onnx", backend, first_images(SAMPLE_IMAGES, 8), [1, 8], warmup=3, runs=runs)
     b1, b8 = bench.batches
     typer.echo(
         f"4/4 latency  ONNX Runtime CPU: batch 1 p50 {b1.p50_ms:.1f} ms; batch 8 {b8.per_image_ms:.1f} ms/image "

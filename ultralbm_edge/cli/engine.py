@@ -1,4 +1,4 @@
-"""``ultralbm-edge calibrate`` (INT8 Q/DQ ONNX) and ``ultralbm-edge build-engine`` (TensorRT engines)."""
+"""``ultralbm-edge calibrate`` (INT8 Q/DQ ONNX) and ``ultralbm-edge build-engine`` (TensorRT engines); torch-free."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 
 from . import app
-from ._common import fail
-from .predict import interactive, progress_reporter
+from ._common import fail, interactive, progress_reporter
 
 
 @app.command()
@@ -23,7 +22,7 @@ def calibrate(
     """Write an INT8 (Q/DQ) ONNX calibrated on real images; it runs on ONNX Runtime and builds into TensorRT INT8."""
     from ultralbm_edge.calibration import CalibrationError, quantize_int8
 
-    bar, on_progress = progress_reporter(interactive())
+    bar, on_progress = progress_reporter(interactive(), "calibrating")
     try:
         if bar:
             with bar:
@@ -57,36 +56,28 @@ def build_engine_cmd(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine file (default: <model>.<precision>.engine)."),
 ) -> None:
     """Build a TensorRT engine and its JSON sidecar (TensorRT 10/11 or TensorRT-RTX, whichever is installed)."""
-    build_and_report(
-        model, output, precision, calib, implicit=implicit, min_batch=min_batch or (1 if batch else None),
-        opt_batch=opt_batch or batch, max_batch=max_batch or batch, workspace_mb=workspace, timing_cache=timing_cache,
-        package=trt_package,
-    )  # fmt: skip
+    from ultralbm_edge.calibration import CalibrationError
+    from ultralbm_edge.export.tensorrt import TensorRTError, engine_from_onnx
 
-
-def build_and_report(
-    model: Path, output: Optional[Path], precision: str, calib: Optional[Path], implicit: bool = False, **options
-) -> None:
-    """Calibrate first when INT8 is asked of an FP32 ONNX with images (Q/DQ, or inside the TensorRT 10 builder with
-    ``implicit``), build the engine, print what was written."""
-    from ultralbm_edge.calibration import CalibrationError, quantize_int8
-    from ultralbm_edge.export.tensorrt import TensorRTError, build_engine
-
-    source = model
-    output = output or model.with_suffix(f".{precision}.engine")  # named after the model, not the Q/DQ copy
     try:
-        if precision == "int8" and calib is not None and implicit:
-            options["implicit_calibration"] = calib
-        elif precision == "int8" and calib is not None:
-            source = quantize_int8(model, calib).path
-            typer.echo(f"calibrated {source} on {calib}")
-        result = build_engine(source, output, precision=precision, **options)
+        result = engine_from_onnx(
+            model, output, precision=precision, calib=calib, implicit=implicit, min_batch=min_batch or (1 if batch else None),
+            opt_batch=opt_batch or batch, max_batch=max_batch or batch, workspace_mb=workspace, timing_cache=timing_cache,
+            package=trt_package,
+        )  # fmt: skip
     except (TensorRTError, CalibrationError) as e:
         fail(str(e))
+    report_engine(result, model, calib)
+
+
+def report_engine(result, model: Path, calib: Optional[Path]) -> None:
+    """Print what an engine build from ``model`` wrote (also used by ``export --engine``)."""
+    if result.source != model:
+        typer.echo(f"calibrated {result.source} on {calib}")
     side = result.sidecar
     typer.echo(
         f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB) + {result.path.name}.json in {result.seconds:.1f} s: "
-        f"{side['tensorrt_package']} {side['tensorrt_version']}, {precision}, batch {side['batch']}, "
+        f"{side['tensorrt_package']} {side['tensorrt_version']}, {side['precision']}, batch {side['batch']}, "
         f"targets: {side['compute_capabilities']}"
     )
     for note in result.notes:

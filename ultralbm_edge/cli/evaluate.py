@@ -8,13 +8,15 @@ from typing import Optional
 
 import typer
 
+from ultralbm_edge.assets import DEFAULT_MODEL
+
 from . import app
 from ._common import fail
 
 
 @app.command()
 def evaluate(
-    model: str = typer.Argument("ultralbm", help="A .onnx, .engine or .pth file, or a bundled name."),
+    model: str = typer.Argument(DEFAULT_MODEL, help="A .onnx, .engine or .pth file, or a bundled name."),
     data: Path = typer.Option(..., help="Folder with images/ and masks/ (same stems)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
@@ -23,9 +25,9 @@ def evaluate(
 ) -> None:
     """DSC, IoU, accuracy, sensitivity, specificity (global confusion matrix at 256x256) and mean per-image Dice."""
     from ultralbm_edge.runtime.backends import BackendError, open_backend
-    from ultralbm_edge.runtime.evaluate import DatasetError
+    from ultralbm_edge.runtime.dataset import DatasetError
     from ultralbm_edge.runtime.evaluate import evaluate as run_evaluate
-    from ultralbm_edge.runtime.imageio import write_atomic
+    from ultralbm_edge.runtime.files import write_text_atomic
 
     try:
         engine = open_backend(model, backend=backend, device=device)
@@ -38,4 +40,4 @@ def evaluate(
         f"Spec {result['specificity'] * 100:.2f}  mean Dice {result['mean_dice'] * 100:.2f}  ({engine.name}, {result['seconds']} s)"
     )
     if json_path:
-        write_atomic(json_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")

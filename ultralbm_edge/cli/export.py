@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
+from ultralbm_edge.assets import DEFAULT_MODEL
+
 from . import app
-from ._common import fail
+from ._common import fail, needs_torch
 
 
 @app.command()
 def export(
-    checkpoint: str = typer.Argument("ultralbm", help="A .pth checkpoint, or a bundled model name (ultralbm, ultralbm-t)."),
+    checkpoint: str = typer.Argument(DEFAULT_MODEL, help="A .pth checkpoint, or a bundled model name (ultralbm, ultralbm-t)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="ONNX file to write (default: <checkpoint stem>.onnx)."),
     scan: str = typer.Option(
         "auto", help="Scan strategy: auto, blelloch, parallel, chunked, sequential, loop, linear_attention, plugin."
@@ -30,34 +32,38 @@ def export(
     calib: Optional[Path] = typer.Option(None, help="With --engine int8: calibration images (a Q/DQ ONNX is written first)."),
 ) -> None:
     """Export a checkpoint to an exact, self-describing ONNX model (and print a parity report)."""
-    from ultralbm_edge.export import ExportError, export_onnx
-    from ultralbm_edge.runtime.models import ModelNotFound, resolve_model
+    needs_torch("export")
+    from ultralbm_edge.calibration import CalibrationError
+    from ultralbm_edge.export import ExportError, export_engine, export_onnx
+    from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
+    from ultralbm_edge.runtime.backends.tensorrt_env import TensorRTError
+
+    from .engine import report_engine
 
     try:
         source = resolve_model(checkpoint)
     except ModelNotFound as e:
         fail(str(e))
     out = output or Path(source.stem + (".fp16" if fp16 else "") + ".onnx")
-    if engine:
-        target = "tensorrt"
-    try:
-        result = export_onnx(
-            source, out, scan=scan, target=target, image_size=image_size, batch=batch, dynamic_batch=dynamic_batch,
-            opset=opset, fp16=fp16, check=check, parity_images=parity_images,
-        )  # fmt: skip
-    except (ExportError, FileNotFoundError) as e:
-        fail(str(e))
-    size_kb = result.path.stat().st_size / 1024
-    meta = result.metadata
-    typer.echo(
-        f"wrote {result.path} ({size_kb:.0f} KB, {result.nodes} nodes) in {result.seconds:.1f} s: {meta.variant}, "
-        f"scan={meta.scan_strategy}, {meta.precision}, batch={'dynamic' if dynamic_batch else batch}, opset {opset}"
-    )
-    if result.parity:
-        typer.echo(result.parity.summary())
-    else:
-        typer.echo("parity check skipped (--no-check)")
-    if engine:
-        from .engine import build_and_report
+    options = dict(scan=scan, image_size=image_size, batch=batch, dynamic_batch=dynamic_batch, opset=opset, fp16=fp16,
+                   check=check, parity_images=parity_images)  # fmt: skip
 
-        build_and_report(result.path, None, engine, calib)
+    def report(result) -> None:
+        meta = result.metadata
+        typer.echo(
+            f"wrote {result.path} ({result.path.stat().st_size / 1024:.0f} KB, {result.nodes} nodes) in {result.seconds:.1f} s: "
+            f"{meta.variant}, scan={meta.scan_strategy}, {meta.precision}, batch={'dynamic' if dynamic_batch else batch}, "
+            f"opset {opset}"
+        )
+        typer.echo(result.parity.summary() if result.parity else "parity check skipped (--no-check)")
+
+    try:
+        if engine:
+            engine_path = out.with_suffix(f".{engine}.engine")
+            exported, built = export_engine(source, engine_path, onnx_output=out, precision=engine, calib=calib,
+                                            on_exported=report, **options)  # fmt: skip
+            report_engine(built, exported.path, calib)
+        else:
+            report(export_onnx(source, out, target=target, **options))
+    except (ExportError, TensorRTError, CalibrationError) as e:
+        fail(str(e))

@@ -1,23 +1,41 @@
-"""``ultralbm-edge info CHECKPOINT``: what a checkpoint holds."""
+"""``ultralbm-edge info MODEL``: what a checkpoint, ONNX file or engine holds."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from ultralbm_edge.assets import DEFAULT_MODEL
+
 from . import app
-from ._common import fail
+from ._common import fail, needs_torch
 
 
 @app.command()
-def info(checkpoint: Path = typer.Argument(..., help="A .pth checkpoint (the authors' formats or ours).")) -> None:
-    """Show a checkpoint's variant, channels, parameter count, source format and hash."""
+def info(model: str = typer.Argument(DEFAULT_MODEL, help="A .pth, .onnx or .engine file, or a bundled name.")) -> None:
+    """Show a model file's variant, metadata, hash (and for checkpoints the parameter count and provenance)."""
+    from ultralbm_edge.runtime.formats import UnknownFormat, format_for
+    from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
+    from ultralbm_edge.runtime.model_info import deployed_model_info
+
+    try:
+        path = resolve_model(model)
+        kind = format_for(path).name
+    except (ModelNotFound, UnknownFormat) as e:
+        fail(str(e))
+    if kind != "torch":
+        try:
+            facts = deployed_model_info(path)
+        except (OSError, ValueError, KeyError) as e:
+            fail(f"{path}: cannot read its metadata ({type(e).__name__}: {e})")
+        for key, value in facts.items():
+            typer.echo(f"{key:<26}{value}")
+        return
+    needs_torch("info on a .pth checkpoint")
     from ultralbm_edge.checkpoint import CheckpointError, load_checkpoint
     from ultralbm_edge.models import count_parameters
 
     try:
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(path)
     except CheckpointError as e:
         fail(str(e))
     typer.echo(f"file          {ckpt.path}")

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from ultralbm_edge.assets import DEFAULT_MODEL
+
 from . import app
-from ._common import fail
-
-
-def progress_reporter(enabled: bool):
-    """A rich progress bar on an interactive terminal; nothing in CI or when piped."""
-    if not enabled:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-    task = bar.add_task("segmenting", total=None)
-    return bar, (lambda done, total: bar.update(task, completed=done, total=total))
-
-
-def interactive() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("CI")
+from ._common import fail, interactive, progress_reporter
 
 
 @app.command()
 def predict(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-    model: str = typer.Option("ultralbm", "--model", "-m", help="A .onnx, .engine or .pth file, or a bundled name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .onnx, .engine or .pth file, or a bundled name."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (masks/, probs/, overlays/, results.csv)."),
     threshold: Optional[float] = typer.Option(None, help="Mask threshold (default: the model's, 0.5)."),
     save_probs: bool = typer.Option(False, "--save-probs", help="Also write probs/<stem>.npy (float32 model output)."),

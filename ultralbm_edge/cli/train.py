@@ -7,12 +7,14 @@ from typing import Optional
 
 import typer
 
+from ultralbm_edge.assets import DEFAULT_MODEL
+
 from . import app
-from ._common import fail
+from ._common import fail, needs_torch
 
 
 def _run(cfg) -> None:
-    from ultralbm_edge.runtime.evaluate import DatasetError
+    from ultralbm_edge.runtime.dataset import DatasetError
     from ultralbm_edge.train import train
 
     try:
@@ -26,7 +28,7 @@ def _run(cfg) -> None:
 def train_cmd(
     data: Path = typer.Option(..., help="Folder with train/images, train/masks, val/images, val/masks."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.pth, last.pth, metrics.csv/json)."),
-    variant: str = typer.Option("ultralbm", help="ultralbm or ultralbm-t."),
+    variant: str = typer.Option(DEFAULT_MODEL, help="A registered model: ultralbm or ultralbm-t."),
     epochs: int = typer.Option(300, help="Epochs (paper: 300)."),
     batch_size: int = typer.Option(8, help="Batch size (paper: 8)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate (paper: 1e-3)."),
@@ -37,6 +39,7 @@ def train_cmd(
     stop_after_minutes: Optional[float] = typer.Option(None, help="End cleanly after the epoch that crosses this."),
 ) -> None:
     """Train UltraLBM-UNet with the paper's recipe (BCE+Dice, AdamW, cosine schedule, flips and rotations)."""
+    needs_torch("train")
     from ultralbm_edge.train import TrainConfig
 
     if not (data / "train").is_dir():
@@ -58,7 +61,8 @@ def distill_cmd(
     stop_after_minutes: Optional[float] = typer.Option(None, help="End cleanly after the epoch that crosses this."),
 ) -> None:
     """Distill UltraLBM-UNet-T (0.5x channels) from a teacher with the hybrid loss of §3.6."""
-    from ultralbm_edge.runtime.models import ModelNotFound, resolve_model
+    needs_torch("distill")
+    from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
     from ultralbm_edge.train import TrainConfig
 
     try:

@@ -3,10 +3,10 @@
 The network is tiny (34k parameters) and runs a few hundred small kernels, so in eager PyTorch the GPU waits
 on Python and kernel launches (the authors' code takes ~20 ms whatever the batch). Capturing the forward pass
 once per batch size and replaying it removes that overhead; the Mamba blocks use the fused Triton scan
-(``ultralbm_edge.gpu.triton_scan``), which both removes a hundred ops per block and keeps the
+(``ultralbm_edge.ops.triton.scan``), which both removes a hundred ops per block and keeps the
 (batch, d_inner, L, d_state) intermediates out of device memory; the full-resolution stages run as fused
-conv/norm/pool and upsampling kernels (``triton_conv``, ``triton_upsample``) and the blocks' conv branches as one
-kernel each (``triton_sepconv``).
+conv/norm/pool and upsampling kernels (``ops.triton.conv``, ``ops.triton.upsample``) and the blocks' conv branches
+as one kernel each (``ops.triton.sepconv``).
 
 Reduced precision runs under ``torch.autocast`` (fp16 or bf16 convolutions and matrix products). The model's
 own upcasts (the authors' ``x.float()`` in LMBP/GLMBP) and the scan's fp32 arithmetic stay as they are.
@@ -21,6 +21,8 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..models import ScanStrategyMixin
 
 Precision = Literal["fp32", "tf32", "fp16", "bf16"]
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -78,10 +80,10 @@ class CudaGraphRunner:
     cuBLAS's split-K pairs (0.36 -> 0.32 ms on an H100), at batch 256 it changes nothing; ~150 s per batch size.
     ``fused`` (fp32 only, not with channels_last; also under compile, where Inductor calls the kernels as they
     are) sets ``model.fused_kernels``: the dense 3x3 conv stages run as Triton kernels (the conv with its
-    GroupNorm statistics, then one norm + max-pool + GELU pass, ``gpu.triton_conv``), each upsampling step
+    GroupNorm statistics, then one norm + max-pool + GELU pass, ``ops.triton.conv``), each upsampling step
     applies the GroupNorm before it and the GELU + skip (or sigmoid) after it in the same kernel, the last one
-    with the 1x1 head (``gpu.triton_upsample``), and each LMBP/GLMBP conv branch is one kernel
-    (``gpu.triton_sepconv``).
+    with the 1x1 head (``ops.triton.upsample``), and each LMBP/GLMBP conv branch is one kernel
+    (``ops.triton.sepconv``).
     ``channels_last`` runs convolutions, pooling and resizing on NHWC tensors (faster cuDNN and resize kernels
     at large batches).
     """
@@ -114,9 +116,9 @@ class CudaGraphRunner:
         if compile not in (False, True, "max-autotune"):
             raise ValueError(f"compile must be False, True or 'max-autotune', got {compile!r}")
         self.compile = compile
-        if hasattr(self.model, "set_scan_strategy"):
+        if isinstance(self.model, ScanStrategyMixin):
             self.model.set_scan_strategy(scan)
-        if hasattr(self.model, "fused_kernels"):
+        if hasattr(self.model, "fused_kernels"):  # a network with fused inference kernels (UltraLBM-UNet)
             self.model.fused_kernels = fused and not channels_last
         self._forward: Callable[[Tensor], Tensor] = self.model
         self._graphs: dict[int, _Captured] = {}

@@ -1,37 +1,36 @@
-"""Model registry: variant name -> constructor arguments (one model per file, as in timm)."""
+"""The networks, one family per file, each registering its named models (see ``_registry``).
+
+Every public module of this package is imported here, so a new network is one new file whose
+``register_model(...)`` calls make it known to checkpoint loading, export, training and the CLI.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+import pkgutil
 
-from .mamba import Mamba
-from .ultralbm_unet import UltraLBMUNet, channel_list
+from torch import nn
 
+from ._registry import ModelSpec, create_model, identify, list_models, model_spec, register_model
+from .mamba import Mamba, ScanStrategyMixin
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    channel_multiplier: float
-    description: str
-
-
-VARIANTS: dict[str, Variant] = {
-    "ultralbm": Variant("ultralbm", 1.0, "UltraLBM-UNet, 34,166 parameters (paper: 0.034M)"),
-    "ultralbm-t": Variant("ultralbm-t", 0.5, "UltraLBM-UNet-T, the 0.5x distillation student (paper: 0.011M)"),
-}
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):  # _registry, _fused (kernel adapters, imported on use): not families
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
-def create_model(variant: str = "ultralbm", scan: str = "sequential") -> UltraLBMUNet:
-    """Build an untrained model of ``variant`` (see ``VARIANTS``) whose Mamba blocks use scan strategy ``scan``."""
-    try:
-        v = VARIANTS[variant]
-    except KeyError:
-        raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}") from None
-    return UltraLBMUNet(channel_multiplier=v.channel_multiplier).set_scan_strategy(scan)
-
-
-def count_parameters(model) -> int:
+def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["Mamba", "UltraLBMUNet", "VARIANTS", "Variant", "channel_list", "count_parameters", "create_model"]
+__all__ = [
+    "Mamba",
+    "ModelSpec",
+    "ScanStrategyMixin",
+    "count_parameters",
+    "create_model",
+    "identify",
+    "list_models",
+    "model_spec",
+    "register_model",
+]

@@ -2,18 +2,21 @@
 
 Names and shapes (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) match mamba_ssm 2.2.2 so that
 state_dicts written by the authors' code (which uses the CUDA kernels) load unchanged. The scan itself is
-delegated to :func:`ultralbm_edge.ops.selective_scan`, whose strategy is chosen per module at run time.
+delegated to :func:`ultralbm_edge.ops.selective_scan`, whose strategy a network switches for all its blocks at once
+through :class:`ScanStrategyMixin`.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import selective_scan
+from ..ops import check_strategy, selective_scan
 
 
 class Mamba(nn.Module):
@@ -80,3 +83,39 @@ class Mamba(nn.Module):
             strategy=self.scan_strategy,
         )
         return self.out_proj(y.transpose(1, 2))
+
+
+_Net = TypeVar("_Net", bound="ScanStrategyMixin")
+
+
+class ScanStrategyMixin(nn.Module):
+    """The one switch for the scan strategy of every Mamba block in a network (see ``ops.scan_strategies()``)."""
+
+    def mamba_blocks(self) -> list[Mamba]:
+        return [m for m in self.modules() if isinstance(m, Mamba)]
+
+    @property
+    def scan_strategy(self) -> str:
+        """The strategy all Mamba blocks use ("" for a network without any)."""
+        strategies = {m.scan_strategy for m in self.mamba_blocks()}
+        if len(strategies) > 1:
+            raise RuntimeError(f"Mamba blocks disagree on the scan strategy: {sorted(strategies)}")
+        return strategies.pop() if strategies else ""
+
+    def set_scan_strategy(self: _Net, strategy: str) -> _Net:
+        """Route every Mamba block's recurrence through ``strategy``; returns the network."""
+        check_strategy(strategy)
+        for m in self.mamba_blocks():
+            m.scan_strategy = strategy
+        return self
+
+    @contextmanager
+    def using_scan(self, strategy: str) -> Iterator[None]:
+        """Run the block inside on ``strategy``, then restore each Mamba block's previous strategy."""
+        previous = [(m, m.scan_strategy) for m in self.mamba_blocks()]
+        self.set_scan_strategy(strategy)
+        try:
+            yield
+        finally:
+            for m, s in previous:
+                m.scan_strategy = s

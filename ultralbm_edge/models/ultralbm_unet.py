@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .mamba import Mamba
+from ._registry import ModelSpec, register_model
+from .mamba import Mamba, ScanStrategyMixin
 
 BASE_CHANNELS = (8, 16, 24, 32, 48, 64)
 
@@ -45,13 +46,20 @@ def _tokens_to_image(tokens: Tensor, hw: tuple[int, int]) -> Tensor:
     return tokens.transpose(1, 2).reshape(b, c, *hw)
 
 
+def _fused():
+    """The adapters to the fused Triton kernels (``models._fused``); imported on first use: they import triton."""
+    from . import _fused
+
+    return _fused
+
+
 def _image_to_tokens(img: Tensor) -> Tensor:
     b, c = img.shape[:2]
     return img.reshape(b, c, -1).transpose(1, 2)
 
 
 def _fusable(x: Tensor) -> bool:
-    """Whether the fp32 inference kernels of ``ultralbm_edge.gpu`` may replace the PyTorch ops for ``x``."""
+    """Whether the fp32 inference kernels of ``ops.triton`` may replace the PyTorch ops for ``x``."""
     if torch.is_grad_enabled() and x.requires_grad:
         return False
     return x.is_cuda and x.dtype == torch.float32 and not torch.is_autocast_enabled("cuda")
@@ -60,9 +68,7 @@ def _fusable(x: Tensor) -> bool:
 def _conv_branch(conv: DepthwiseSeparableConvBNAct, p: Tensor, hw: tuple[int, int], skip_scale: Tensor, fused: bool) -> Tensor:
     """A multi-branch block's conv branch on tokens ``p``: tokens(conv(image(p))) + skip_scale * p."""
     if fused and _fusable(p) and not any(m.training for m in conv.modules()):  # BatchNorm with running statistics
-        from ultralbm_edge.gpu.triton_sepconv import sep_conv_tokens
-
-        return sep_conv_tokens(p, conv, hw, skip_scale.detach())
+        return _fused().conv_branch(conv, p, hw, skip_scale.detach())
     return _image_to_tokens(conv(_tokens_to_image(p, hw))) + skip_scale * p
 
 
@@ -132,7 +138,7 @@ def _up2(x: Tensor) -> Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
 
 
-class UltraLBMUNet(nn.Module):
+class UltraLBMUNet(ScanStrategyMixin):
     """The segmentation network; ``forward`` maps (N, 3, H, W) preprocessed images to sigmoid probabilities."""
 
     def __init__(self, num_classes: int = 1, input_channels: int = 3, channel_multiplier: float = 1.0, init_k: float = 1.0) -> None:
@@ -176,9 +182,9 @@ class UltraLBMUNet(nn.Module):
 
     @property
     def fused_kernels(self) -> bool:
-        """fp32 inference on CUDA through the fused Triton kernels of ``ultralbm_edge.gpu``: each dense 3x3 conv
-        stage (triton_conv), each upsampling step with the head's 1x1 conv (triton_upsample) and each multi-branch
-        block's conv branches (triton_sepconv). Off by default, on in ``gpu.CudaGraphRunner``."""
+        """fp32 inference on CUDA through the fused Triton kernels of ``ops.triton`` (via ``models._fused``): each
+        dense 3x3 conv stage (conv), each upsampling step with the head's 1x1 conv (upsample) and each multi-branch
+        block's conv branches (sepconv). Off by default, on in ``gpu.CudaGraphRunner``."""
         return self._fused_kernels
 
     @fused_kernels.setter
@@ -188,32 +194,21 @@ class UltraLBMUNet(nn.Module):
             if isinstance(m, (LMBP, GLMBP)):
                 m.fused_kernels = value
 
-    def set_scan_strategy(self, strategy: str) -> "UltraLBMUNet":
-        """Route every Mamba block's recurrence through ``strategy`` (see ``ops.scan_strategies()``)."""
-        for m in self.modules():
-            if isinstance(m, Mamba):
-                m.scan_strategy = strategy
-        return self
-
     def _encode(self, conv: nn.Sequential, norm: nn.GroupNorm, x: Tensor) -> Tensor:
         """Encoder stages 1-3: gelu(max_pool2(norm(conv(x))))."""
         if self.fused_kernels and _fusable(x):
-            from ultralbm_edge.gpu.triton_conv import conv3x3_gn_pool_gelu
-
-            return conv3x3_gn_pool_gelu(x, conv[0], norm)
+            return _fused().conv_norm_pool_gelu(x, conv[0], norm)
         return F.gelu(F.max_pool2d(norm(conv(x)), 2, 2))
 
     def _decode(self, conv: nn.Sequential, norm: nn.GroupNorm, x: Tensor, skip: Tensor, head: nn.Conv2d | None = None) -> Tensor:
         """Decoder stages 4-5: gelu(up2(norm(conv(x)))) + k * skip, then ``head`` (a 1x1 conv) if given."""
         if self.fused_kernels and _fusable(x) and skip.dtype == x.dtype:
-            from ultralbm_edge.gpu.triton_conv import conv3x3_group_norm
-            from ultralbm_edge.gpu.triton_upsample import fusable_head, up2_fused
-
-            y, scale, shift = conv3x3_group_norm(x, conv[0], norm)
+            fused = _fused()
+            y, scale, shift = fused.conv_norm(x, conv[0], norm)
             # A one-channel head is summed inside the upsampling kernel: the full-resolution stage output
             # (8 channels) is never written.
-            fuse_head = head is not None and fusable_head(head, y.shape[1])
-            out = up2_fused(y, "gelu_add", skip=skip, k=self.k.detach(), affine=(scale, shift), head=head if fuse_head else None)
+            fuse_head = head is not None and fused.fusable_head(head, y.shape[1])
+            out = fused.up2(y, "gelu_add", skip=skip, k=self.k.detach(), affine=(scale, shift), head=head if fuse_head else None)
             return head(out) if head is not None and not fuse_head else out
         out = self._up_gelu_skip(norm(conv(x)), skip)
         return head(out) if head is not None else out
@@ -221,16 +216,12 @@ class UltraLBMUNet(nn.Module):
     def _up_gelu_skip(self, y: Tensor, skip: Tensor) -> Tensor:
         """gelu(up2(y)) + k * skip."""
         if self.fused_kernels and _fusable(y) and skip.dtype == y.dtype:
-            from ultralbm_edge.gpu.triton_upsample import up2_fused
-
-            return up2_fused(y, "gelu_add", skip=skip, k=self.k.detach())
+            return _fused().up2(y, "gelu_add", skip=skip, k=self.k.detach())
         return F.gelu(_up2(y)) + self.k * skip
 
     def _up_sigmoid(self, y: Tensor) -> Tensor:
         if self.fused_kernels and _fusable(y):
-            from ultralbm_edge.gpu.triton_upsample import up2_fused
-
-            return up2_fused(y, "sigmoid")
+            return _fused().up2(y, "sigmoid")
         return torch.sigmoid(_up2(y))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -245,3 +236,22 @@ class UltraLBMUNet(nn.Module):
         out3 = self._up_gelu_skip(self.dbn3(self.decoder3(out4)), t3)
         out2 = self._decode(self.decoder4, self.dbn4, out3, t2)
         return self._up_sigmoid(self._decode(self.decoder5, self.dbn5, out2, t1, head=self.final))
+
+
+def _ultralbm(name: str, channel_multiplier: float, description: str, paper: str) -> ModelSpec:
+    first_width = channel_list(channel_multiplier)[0]
+    return register_model(
+        ModelSpec(
+            name=name,
+            build=lambda: UltraLBMUNet(channel_multiplier=channel_multiplier),
+            description=description,
+            signature=("encoder1.0.weight", (first_width, 3, 3, 3)),
+            unquantized_scopes=("/encoder1/", "/final/"),
+            fp32_scopes=("/mamba/",),
+            paper=paper,
+        )
+    )
+
+
+_ultralbm("ultralbm", 1.0, "UltraLBM-UNet, 34,166 parameters", "Fan et al. 2025, arXiv:2512.21584 (0.034M)")
+_ultralbm("ultralbm-t", 0.5, "UltraLBM-UNet-T, the 0.5x distillation student", "Fan et al. 2025, §3.6 (0.011M)")

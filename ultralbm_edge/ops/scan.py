@@ -1,149 +1,34 @@
-"""Selective scan (Mamba-1 S6 recurrence) behind one function, with interchangeable strategies.
+"""One entry point for the selective scan, ``selective_scan(..., strategy=name)``, and the registry of strategies.
 
-The recurrence, per batch b, channel d and state n::
-
-    dA[t]  = exp(delta[t] * A[d, n])            # decay, in (0, 1] because A < 0 and delta > 0
-    h[t]   = dA[t] * h[t-1] + delta[t] * B[n, t] * u[t]
-    y[t]   = sum_n C[n, t] * h[t, n] + D[d] * u[t]
-    y[t]  *= silu(z[t])                         # when z is given
-
-Tensor layout follows ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``:
-u, delta, z: (batch, d_inner, L); A: (d_inner, d_state); B, C: (batch, d_state, L); D: (d_inner,).
-
-Every strategy only ever multiplies decays <= 1 (no exp of a running positive sum), so none can
-overflow in fp32 or fp16. Strategies are registered by name so the export layer can pick the one
-that lowers best to a given target (ONNX Runtime, TensorRT).
+A strategy is either a *solver* of the recurrence h[t] = a[t] h[t-1] + b[t] (``register_scan``; the pure-PyTorch
+ones live in ``scan_ref`` and all export to ONNX by tracing) or a *fused* implementation with selective_scan's own
+signature (``register_fused_scan``): mamba_ssm's CUDA kernel, this package's Triton kernel, and the export's
+graph node. The export derives its list of traceable forms from this registry, so a newly registered solver is
+exportable at once.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-# A strategy computes the hidden states h (batch, d_inner, L, d_state) from decays a and inputs b
-# of the same shape, i.e. solves h[t] = a[t] * h[t-1] + b[t] with h[-1] = 0 along dim 2.
-ScanFn = Callable[[Tensor, Tensor], Tensor]
+from .scan_ref import SOLVERS, Solver, selective_scan_ref
 
-_STRATEGIES: dict[str, ScanFn] = {}
+FusedScanFn = Callable[..., Tensor]
+
+_SOLVERS: dict[str, Solver] = dict(SOLVERS)
+_FUSED: dict[str, FusedScanFn] = {}
 
 
-def register_scan(name: str) -> Callable[[ScanFn], ScanFn]:
-    """Register a linear-recurrence solver under ``name`` (see ``ScanFn``)."""
+def register_scan(name: str) -> Callable[[Solver], Solver]:
+    """Register a linear-recurrence solver (a, b) -> h under ``name`` (see ``scan_ref``)."""
 
-    def deco(fn: ScanFn) -> ScanFn:
-        _STRATEGIES[name] = fn
+    def deco(fn: Solver) -> Solver:
+        _SOLVERS[name] = fn
         return fn
 
     return deco
-
-
-def scan_strategies() -> list[str]:
-    """Names of the registered recurrence solvers."""
-    return sorted(_STRATEGIES)
-
-
-def fused_scans() -> list[str]:
-    """Names of the registered whole-scan implementations (see ``register_fused_scan``)."""
-    return sorted(_FUSED)
-
-
-@register_scan("sequential")
-def scan_sequential(a: Tensor, b: Tensor) -> Tensor:
-    """Reference: the recurrence one step at a time (what mamba_ssm's selective_scan_ref does)."""
-    h = torch.zeros_like(b[:, :, 0])
-    hs = []
-    for t in range(a.shape[2]):
-        h = a[:, :, t] * h + b[:, :, t]
-        hs.append(h)
-    return torch.stack(hs, dim=2)
-
-
-@register_scan("parallel")
-def scan_parallel(a: Tensor, b: Tensor) -> Tensor:
-    """Log-depth Hillis-Steele prefix scan over the affine maps h -> a*h + b.
-
-    ceil(log2 L) rounds; round k composes each position with the one 2^k steps earlier
-    (padding with the identity map a=1, b=0). Only products of decays <= 1 are formed.
-    """
-    length = a.shape[2]
-    shift = 1
-    while shift < length:
-        a_prev = F.pad(a[:, :, : length - shift], (0, 0, shift, 0), value=1.0)
-        b_prev = F.pad(b[:, :, : length - shift], (0, 0, shift, 0), value=0.0)
-        b = a * b_prev + b
-        a = a * a_prev
-        shift *= 2
-    return b
-
-
-@register_scan("blelloch")
-def scan_blelloch(a: Tensor, b: Tensor) -> Tensor:
-    """Work-efficient (Blelloch-style) log-depth scan: combine neighbouring pairs, solve the half-length
-    problem recursively, then fill in the even positions. About 2L work instead of L log L, in log2(L)
-    levels of a few ops each, which suits graph runtimes with per-op overhead (ONNX Runtime, TensorRT).
-    """
-    bsz, dim, length, n = a.shape
-    if length == 1:
-        return b
-    if length % 2:  # pad with the identity map so pairs line up
-        a = F.pad(a, (0, 0, 0, 1), value=1.0)
-        b = F.pad(b, (0, 0, 0, 1), value=0.0)
-    half = a.shape[2] // 2
-    a2 = a.reshape(bsz, dim, half, 2, n)
-    b2 = b.reshape(bsz, dim, half, 2, n)
-    a_even, a_odd = a2[:, :, :, 0], a2[:, :, :, 1]
-    b_even, b_odd = b2[:, :, :, 0], b2[:, :, :, 1]
-    h_odd = scan_blelloch(a_odd * a_even, a_odd * b_even + b_odd)
-    h_before = F.pad(h_odd[:, :, :-1], (0, 0, 1, 0), value=0.0)
-    h_even = a_even * h_before + b_even
-    return torch.stack([h_even, h_odd], dim=3).reshape(bsz, dim, 2 * half, n)[:, :, :length]
-
-
-def _chunk_size(length: int, target: int = 16) -> int:
-    size = min(target, length)
-    while length % size:
-        size -= 1
-    return size
-
-
-@register_scan("chunked")
-def scan_chunked(a: Tensor, b: Tensor) -> Tensor:
-    """Chunked scan: a log-depth scan inside fixed-size chunks (all chunks at once), then a short
-    sequential carry across chunks, then one fused correction. Fewer, larger ops than ``parallel``.
-    """
-    bsz, dim, length, n = a.shape
-    t = _chunk_size(length)
-    k = length // t
-    a_c = a.reshape(bsz, dim * k, t, n)
-    b_c = b.reshape(bsz, dim * k, t, n)
-    # Local solutions with zero initial state, and the cumulative decay inside each chunk.
-    h_local = scan_parallel(a_c, b_c).reshape(bsz, dim, k, t, n)
-    decay = _cumprod_parallel(a_c).reshape(bsz, dim, k, t, n)
-    # Carry the state from the end of one chunk into the next (k steps, k = L / t).
-    carries = [torch.zeros_like(h_local[:, :, 0, 0])]
-    for i in range(k - 1):
-        carries.append(decay[:, :, i, -1] * carries[-1] + h_local[:, :, i, -1])
-    carry = torch.stack(carries, dim=2).unsqueeze(3)
-    return (h_local + decay * carry).reshape(bsz, dim, length, n)
-
-
-def _cumprod_parallel(a: Tensor) -> Tensor:
-    """Cumulative product along dim 2 in log depth (no CumProd op, which TensorRT lacks)."""
-    length = a.shape[2]
-    shift = 1
-    while shift < length:
-        a = a * F.pad(a[:, :, : length - shift], (0, 0, shift, 0), value=1.0)
-        shift *= 2
-    return a
-
-
-# Whole-scan implementations with selective_scan's own signature (fused kernels, export-time graph nodes),
-# registered by name beside the recurrence solvers; they receive the raw operands.
-FusedScanFn = Callable[..., Tensor]
-_FUSED: dict[str, FusedScanFn] = {}
 
 
 def register_fused_scan(name: str) -> Callable[[FusedScanFn], FusedScanFn]:
@@ -156,6 +41,22 @@ def register_fused_scan(name: str) -> Callable[[FusedScanFn], FusedScanFn]:
     return deco
 
 
+def scan_strategies() -> list[str]:
+    """Names of the registered recurrence solvers (all traceable to plain ONNX operators)."""
+    return sorted(_SOLVERS)
+
+
+def fused_scans() -> list[str]:
+    """Names of the registered whole-scan implementations (see ``register_fused_scan``)."""
+    return sorted(_FUSED)
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in _SOLVERS and strategy not in _FUSED:
+        raise ValueError(f"unknown scan strategy {strategy!r}; choose one of {scan_strategies() + fused_scans()}")
+    return strategy
+
+
 @register_fused_scan("cuda")
 def _mamba_ssm_cuda(*args: Any) -> Tensor:
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # optional GPU extra
@@ -165,7 +66,7 @@ def _mamba_ssm_cuda(*args: Any) -> Tensor:
 
 @register_fused_scan("triton")
 def _triton(*args: Any) -> Tensor:
-    from ultralbm_edge.gpu.triton_scan import selective_scan_triton  # fused kernel; needs triton and a GPU
+    from .triton.scan import selective_scan_triton  # needs triton and a GPU (or Triton's interpreter)
 
     return selective_scan_triton(*args)
 
@@ -184,30 +85,11 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan with mamba_ssm's ``selective_scan_fn`` signature; returns y (batch, d_inner, L).
 
-    ``strategy`` names a registered recurrence solver (``scan_strategies()``) or a fused implementation
-    (``fused_scans()``): ``"cuda"`` for mamba_ssm's kernel when it is installed, ``"triton"`` for
-    ``ultralbm_edge.gpu``'s Triton kernel (both need the tensors on a GPU), and whatever the export registers.
+    ``strategy`` names a registered solver (``scan_strategies()``) or a fused implementation (``fused_scans()``):
+    ``"cuda"`` for mamba_ssm's kernel when it is installed, ``"triton"`` for the Triton kernel of
+    ``ops.triton.scan`` (both need the tensors on a GPU), and whatever the export registers.
     """
     if strategy in _FUSED:
         return _FUSED[strategy](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    try:
-        solve = _STRATEGIES[strategy]
-    except KeyError:
-        raise ValueError(f"unknown scan strategy {strategy!r}; choose one of {scan_strategies() + fused_scans()}") from None
-    dtype_in = u.dtype
-    u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
-    if delta_softplus:
-        delta = F.softplus(delta)
-    # (batch, d_inner, L, d_state) operands of h[t] = a[t] * h[t-1] + b[t].
-    dt = delta.unsqueeze(-1)
-    a = torch.exp(dt * A.float()[:, None, :])
-    b = dt * B.transpose(1, 2).unsqueeze(1) * u.unsqueeze(-1)
-    h = solve(a, b)
-    y = (h * C.transpose(1, 2).unsqueeze(1)).sum(-1)  # Mul+ReduceSum: faster than Einsum in ORT at batch > 1
-    if D is not None:
-        y = y + u * D.float()[:, None]
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(dtype_in)
+    solve = _SOLVERS[check_strategy(strategy)]
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, solve=solve)

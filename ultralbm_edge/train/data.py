@@ -7,30 +7,22 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ultralbm_edge.runtime.evaluate import paired_files, resize_mask
-from ultralbm_edge.runtime.imageio import read_image
-from ultralbm_edge.runtime.preprocess import IMAGE_SIZE, preprocess
+from ultralbm_edge.runtime.dataset import load_pair, paired_files
+from ultralbm_edge.runtime.preprocess import IMAGE_SIZE
 
 
 def load_split(folder: Path, size: int = IMAGE_SIZE, limit: int | None = None, workers: int = 2) -> tuple[Tensor, Tensor]:
     """(images (N, 3, S, S) float32 in [0, 255], masks (N, 1, S, S) float32 in [0, 1]) for a split folder."""
     pairs = paired_files(Path(folder))[:limit]
-
-    def load(pair: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
-        img, msk = pair
-        mask = cv2.imread(str(msk), cv2.IMREAD_GRAYSCALE)
-        return preprocess(read_image(img), size), resize_mask(mask.astype(np.float64) / 255.0, size).astype(np.float32)
-
     with ThreadPoolExecutor(workers) as pool:
-        loaded = list(pool.map(load, pairs))
+        loaded = list(pool.map(lambda pair: load_pair(*pair, size), pairs))
     images = torch.from_numpy(np.stack([x for x, _ in loaded]))
-    masks = torch.from_numpy(np.stack([m for _, m in loaded]))[:, None]
+    masks = torch.from_numpy(np.stack([m for _, m in loaded]).astype(np.float32))[:, None]
     return images, masks
 
 

@@ -14,7 +14,7 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class TrainConfig:
     limit: int | None = None  # use only the first N images of each split (smoke tests)
     scan: str = ""  # scan strategy; default: chunked on CPU, triton (else blelloch) on CUDA, all exact and differentiable
     stop_after_minutes: float | None = None  # end cleanly after the epoch that crosses this; --resume continues
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _distributed() -> tuple[int, int]:
@@ -109,7 +108,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     model = create_model(cfg.variant, scan=scan).to(device)
     teacher = None
     if cfg.teacher:
-        teacher = load_checkpoint(cfg.teacher).model.to(device).set_scan_strategy(model.encoder5[0].mamba.scan_strategy)
+        teacher = load_checkpoint(cfg.teacher).model.to(device).set_scan_strategy(scan)
         teacher.eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min)
@@ -134,7 +133,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
     provenance = {
         "toolkit_version": __version__, "data": str(data), "n_train": len(train_x), "n_val": len(val_x),
-        "recipe": {**{k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra")}, "scan": scan},
+        "recipe": {**{k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume")}, "scan": scan},
         "parameters": count_parameters(model), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "world_size": world,
     }  # fmt: skip

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ultralbm_edge.runtime.backends.tensorrt_backend import TensorRT, cuda_call, cuda_runtime
-from ultralbm_edge.runtime.imageio import write_atomic
+from ultralbm_edge.runtime.files import write_bytes_atomic
+from ultralbm_edge.runtime.backends.tensorrt_env import TensorRT, cuda_call, cuda_runtime
 
 from .int8 import CalibrationError, calibration_images
 
@@ -53,6 +53,6 @@ def entropy_calibrator(trt: TensorRT, images: str | Path, cache: Path, batch: in
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, table) -> None:  # type: ignore[no-untyped-def]
-            write_atomic(cache, lambda tmp: tmp.write_bytes(bytes(table)))
+            write_bytes_atomic(cache, bytes(table))
 
     return EntropyCalibrator()

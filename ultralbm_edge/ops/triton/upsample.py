@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor, nn
+from torch import Tensor
 
-from .triton_common import check_fp32_input, gelu
+from .common import check_fp32_input, gelu
 
 EPILOGUES = {"none": 0, "gelu_add": 1, "sigmoid": 2}
 _BLOCK = 1024
@@ -75,26 +75,19 @@ def _up2_kernel(x_ptr, skip_ptr, k_ptr, a_ptr, b_ptr, head_w_ptr, head_b_ptr, ou
         tl.store(out_ptr + pid * n_out + offs, acc + tl.load(head_b_ptr), mask=mask)
 
 
-def fusable_head(head: nn.Conv2d, channels: int) -> bool:
-    """Whether ``up2_fused(..., head=head)`` implements ``head`` on ``channels`` input channels: a plain 1x1 conv
-    with bias to one output channel."""
-    return (head.kernel_size == (1, 1) and head.stride == (1, 1) and head.padding == (0, 0) and head.groups == 1
-            and head.in_channels == channels and head.out_channels == 1 and head.bias is not None)  # fmt: skip
-
-
 def up2_fused(
     x: Tensor,
     epilogue: str = "none",
     skip: Optional[Tensor] = None,
     k: Optional[Tensor] = None,
     affine: Optional[tuple[Tensor, Tensor]] = None,
-    head: Optional[nn.Conv2d] = None,
+    head: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Tensor:
     """``epilogue(interpolate(x * scale + shift, scale_factor=2, mode="bilinear", align_corners=True))`` on a
     CUDA fp32 NCHW tensor; ``gelu_add`` returns ``gelu(up) + k * skip`` (``skip`` shaped like the output, ``k`` a
     1-element tensor). ``affine=(scale, shift)``, each (N, C), is optional (e.g. a GroupNorm from
-    ``triton_conv.conv3x3_group_norm``). ``head`` (see ``fusable_head``) is applied last: the result is then
-    (N, 1, 2H, 2W)."""
+    ``conv.conv3x3_group_norm``). ``head`` = (weight (1, C, 1, 1), bias (1,)), a 1x1 conv to one channel, is
+    applied last: the result is then (N, 1, 2H, 2W)."""
     check_fp32_input(x, "up2_fused")
     n, c, h, w = x.shape
     x = x.contiguous()
@@ -106,15 +99,15 @@ def up2_fused(
         skip = skip.contiguous()
     if affine is not None and any(t.shape != (n, c) or t.dtype != torch.float32 for t in affine):
         raise ValueError(f"affine takes float32 (scale, shift) shaped ({n}, {c})")
-    if head is not None and not fusable_head(head, c):
-        raise ValueError(f"head must be a plain 1x1 conv with bias from {c} channels to 1, got {head}")
+    if head is not None and (tuple(head[0].shape) != (1, c, 1, 1) or tuple(head[1].shape) != (1,)):
+        raise ValueError(f"head must be a 1x1 conv with bias from {c} channels to 1, got weights {tuple(head[0].shape)}")
     # The scales rounded as PyTorch's kernel forms them (a float32 division): one ulp off in the scale moves
     # the source coordinate of the last rows by ~1e-5 pixels, visible between neighbouring pixels.
     scale_h = float(np.float32(h - 1) / np.float32(2 * h - 1))
     scale_w = float(np.float32(w - 1) / np.float32(2 * w - 1))
     grid = (n if head is not None else n * c, triton.cdiv(4 * h * w, _BLOCK))
     a, b = (t.contiguous() for t in affine) if affine is not None else (x, x)
-    head_w, head_b = (head.weight, head.bias) if head is not None else (x, x)
+    head_w, head_b = head if head is not None else (x, x)
     _up2_kernel[grid](x, skip if skip is not None else x, k if k is not None else x, a, b, head_w, head_b, out,
                       h, w, scale_h, scale_w, EPILOGUE=mode, AFFINE=affine is not None,
                       HEAD=c if head is not None else 0, BLOCK=_BLOCK)  # fmt: skip

@@ -10,7 +10,7 @@ Inside a chunk the recurrence h[t] = a[t] h[t-1] + b[t] is solved in log depth w
 strategies, so only products of decays <= 1 are formed and fp16/bf16 inputs cannot overflow); the state
 left by one chunk seeds the next. All arithmetic is fp32 whatever the input dtype; y is written in u's dtype.
 
-The recurrence math is shared with the pure-PyTorch strategies in ``ultralbm_edge.ops.scan`` (the reference
+The recurrence math is shared with the pure-PyTorch solvers in ``ultralbm_edge.ops.scan_ref`` (the reference
 this kernel is tested against) and is the natural body of a TensorRT plugin for the export's "plugin" strategy.
 """
 
@@ -23,7 +23,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .triton_common import interpreting
+from ..scan_ref import scan_chunked, selective_scan_ref
+from .common import interpreting
+
+Opt = Optional[Tensor]
 
 # Time steps per chunk, held in registers (BLOCK_D x d_state x BLOCK_L fp32 values per operand). With d_state 16,
 # BLOCK_D x BLOCK_L = 8 x 64 and 1 x 256 compile for sm_90 to 255 registers without spills (4 x 128, 2 x 256 and
@@ -120,17 +123,8 @@ def _block_sizes(batch: int, dim: int, dstate: int, length: int) -> tuple[int, i
     return block_d, block_n, block_l
 
 
-def selective_scan_fwd(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Optional[Tensor] = None,
-    z: Optional[Tensor] = None,
-    delta_bias: Optional[Tensor] = None,
-    delta_softplus: bool = False,
-) -> Tensor:
+def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opt, z: Opt, delta_bias: Opt,
+                       delta_softplus: bool) -> Tensor:  # fmt: skip
     """The fused kernel; arguments and result as ``ops.selective_scan`` (any strides, real A only)."""
     batch, dim, length = u.shape
     dstate = A.shape[1]
@@ -157,8 +151,8 @@ def selective_scan_fwd(
 
 
 class _TritonSelectiveScan(torch.autograd.Function):
-    """Forward through the kernel; backward by recomputing the pure-PyTorch "chunked" scan (same function,
-    differentiable), so training can use the fast forward without a hand-written backward kernel."""
+    """Forward through the kernel; backward by recomputing the pure-PyTorch reference with the "chunked" solver
+    (same function, differentiable), so training can use the fast forward without a hand-written backward kernel."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[override]
@@ -168,29 +162,19 @@ class _TritonSelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        from ultralbm_edge.ops.scan import selective_scan
-
         saved = ctx.saved_tensors
         inputs = [t.detach().requires_grad_(need) if t is not None else None for t, need in zip(saved, ctx.needs_input_grad)]
         with torch.enable_grad():
-            y = selective_scan(*inputs, delta_softplus=ctx.delta_softplus, strategy="chunked")
+            y = selective_scan_ref(*inputs, delta_softplus=ctx.delta_softplus, solve=scan_chunked)
         wanted = [t for t in inputs if t is not None and t.requires_grad]
         grads = iter(torch.autograd.grad(y, wanted, grad_out))
         return (*[next(grads) if t is not None and t.requires_grad else None for t in inputs], None)
 
 
-def selective_scan_triton(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Optional[Tensor] = None,
-    z: Optional[Tensor] = None,
-    delta_bias: Optional[Tensor] = None,
-    delta_softplus: bool = False,
-) -> Tensor:
-    """``ops.selective_scan(..., strategy="triton")``: the fused kernel on CUDA tensors (differentiable)."""
+def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opt, z: Opt, delta_bias: Opt,
+                          delta_softplus: bool) -> Tensor:  # fmt: skip
+    """``ops.selective_scan(..., strategy="triton")`` (which passes every argument): the fused kernel on CUDA
+    tensors, differentiable."""
     if u.device.type != "cuda" and not interpreting():
         raise RuntimeError(
             f"scan strategy 'triton' runs on CUDA tensors, got tensors on {u.device}: "
@@ -199,4 +183,4 @@ def selective_scan_triton(
     args = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return _TritonSelectiveScan.apply(*args, delta_softplus)
-    return selective_scan_fwd(*args, delta_softplus=delta_softplus)
+    return selective_scan_fwd(*args, delta_softplus)

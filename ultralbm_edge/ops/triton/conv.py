@@ -13,7 +13,7 @@ convolutions this narrow are far from any GEMM sweet spot, and the norm reads th
    (Merging in the conv kernel's last program per image instead, with an atomic counter, was slower: 1.11x
    at batch 256 from contention on the counter, 1.03x at batch 1 from the extra barrier and atomic.);
 3. encoder: ``_gn_pool_gelu_kernel`` reads the conv output once, normalises, takes each 2x2 window's max and
-   applies GELU; decoder: ``triton_upsample.up2_fused`` applies the affine while it interpolates (the bilinear
+   applies GELU; decoder: ``upsample.up2_fused`` applies the affine while it interpolates (the bilinear
    weights sum to one, so normalising before or after interpolating is the same).
 
 Inference only, fp32 tensors only.
@@ -26,9 +26,9 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor, nn
+from torch import Tensor
 
-from .triton_common import check_fp32_input, gelu
+from .common import check_fp32_input, gelu
 
 # Pixel tiles (the GEMM's N) at small batches; tl.dot needs M, N, K >= 16, hence channel blocks of at least 16.
 _MAX_SMALL_BLOCK = 128
@@ -177,24 +177,35 @@ def _padded(cout: int) -> int:
     return max(_MIN_CB, triton.next_power_of_2(cout))
 
 
-def _check(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> None:
+class GroupNormParams(NamedTuple):
+    """An affine GroupNorm as tensors: per-channel ``weight`` and ``bias``, ``groups`` and ``eps``."""
+
+    weight: Tensor
+    bias: Tensor
+    groups: int
+    eps: float
+
+
+def _check(x: Tensor, weight: Tensor, bias: Tensor, norm: GroupNormParams) -> None:
     check_fp32_input(x, "the fused conv kernels")
-    if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1):
-        raise ValueError(f"fused conv kernels implement a dense 3x3 conv with padding 1 and stride 1, got {conv}")
-    if conv.bias is None or norm.num_channels != conv.out_channels or not norm.affine:
-        raise ValueError("fused conv kernels need a conv with bias followed by an affine GroupNorm over its channels")
+    cout, cin = weight.shape[:2]
+    if weight.shape[2:] != (3, 3) or cin != x.shape[1]:
+        raise ValueError(f"fused conv kernels implement a dense 3x3 conv over {x.shape[1]} channels, got weights {tuple(weight.shape)}")
+    if bias.shape != (cout,) or norm.weight.shape != (cout,) or norm.bias.shape != (cout,) or cout % norm.groups:
+        raise ValueError("fused conv kernels need a conv bias and an affine GroupNorm over the conv's output channels")
 
 
 def conv3x3_group_norm(
-    x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm, tiles: ConvTiles | None = None
+    x: Tensor, weight: Tensor, bias: Tensor, norm: GroupNormParams, tiles: ConvTiles | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``conv(x)`` and GroupNorm's per-(image, channel) affine over it: ``norm(conv(x)) == y * scale + shift``
-    (scale and shift shaped (N, C)), for a consumer that applies the affine as it reads ``y``. ``tiles``
-    overrides the launch (``conv_tiles``), e.g. to time alternatives (benchmarks/conv_tiles.py)."""
-    _check(x, conv, norm)
+    """``conv2d(x, weight, bias, padding=1)`` and GroupNorm's per-(image, channel) affine over it:
+    ``group_norm(conv) == y * scale + shift`` (scale and shift shaped (N, C)), for a consumer that applies the
+    affine as it reads ``y``. ``tiles`` overrides the launch (``conv_tiles``), e.g. to time alternatives
+    (benchmarks/conv_tiles.py)."""
+    _check(x, weight, bias, norm)
     x = x.contiguous()
     n, cin, h, w = x.shape
-    cout = conv.out_channels
+    cout = weight.shape[0]
     cout_p = _padded(cout)
     block, cb, kc, num_warps, num_stages = tiles or conv_tiles(n, h * w, cin, cout)
     if any(v < 16 or v & (v - 1) for v in (block, cb, kc)) or cout_p % cb:
@@ -203,22 +214,22 @@ def conv3x3_group_norm(
     y = torch.empty((n, cout, h, w), device=x.device, dtype=x.dtype)
     part = torch.empty((n, n_tiles, 2, cout_p), device=x.device, dtype=torch.float32)
     _conv_stats_kernel[(n, n_tiles, cout_p // cb)](
-        x, conv.weight, conv.bias, y, part, n_tiles, H=h, W=w, CIN=cin, COUT=cout, COUT_P=cout_p, CB=cb,
+        x, weight, bias, y, part, n_tiles, H=h, W=w, CIN=cin, COUT=cout, COUT_P=cout_p, CB=cb,
         BLOCK=block, KC=kc, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     scale = torch.empty((n, cout), device=x.device, dtype=torch.float32)
     shift = torch.empty_like(scale)
     _gn_finalize_kernel[(n,)](
         part, norm.weight, norm.bias, scale, shift, h * w, block, norm.eps, n_tiles,
-        COUT=cout, COUT_P=cout_p, GROUP=cout // norm.num_groups, TCHUNK=min(256, triton.next_power_of_2(n_tiles)),
+        COUT=cout, COUT_P=cout_p, GROUP=cout // norm.groups, TCHUNK=min(256, triton.next_power_of_2(n_tiles)),
         num_warps=8,
     )  # fmt: skip
     return y, scale, shift
 
 
-def conv3x3_gn_pool_gelu(x: Tensor, conv: nn.Conv2d, norm: nn.GroupNorm) -> Tensor:
-    """``gelu(max_pool2d(norm(conv(x)), 2, 2))`` (exact GELU)."""
-    y, scale, shift = conv3x3_group_norm(x, conv, norm)
+def conv3x3_gn_pool_gelu(x: Tensor, weight: Tensor, bias: Tensor, norm: GroupNormParams) -> Tensor:
+    """``gelu(max_pool2d(group_norm(conv2d(x, weight, bias, padding=1)), 2, 2))`` (exact GELU)."""
+    y, scale, shift = conv3x3_group_norm(x, weight, bias, norm)
     n, c, h, w = y.shape
     out = torch.empty((n, c, h // 2, w // 2), device=y.device, dtype=y.dtype)
     grid = (n * c, triton.cdiv((h // 2) * (w // 2), _POOL_BLOCK))

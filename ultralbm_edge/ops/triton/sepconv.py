@@ -7,17 +7,19 @@ tensors of a few kilobytes, which made up a fifth of the network's time at batch
 (benchmarks/results/gpu_h100.md). Here each program reads a tile of pixels in the token layout (channels
 contiguous) with all their channels, runs the KxK depthwise taps, the BatchNorm (inference statistics) and GELU,
 the 1x1 conv as one small fp32 dot, the second BatchNorm and GELU and the skip, and writes tokens again.
-Inference only (BatchNorm in eval mode), fp32 only.
+Inference only (BatchNorm with running statistics), fp32 only.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor, nn
+from torch import Tensor
 
-from .triton_common import check_fp32_input, gelu
+from .common import check_fp32_input, gelu
 
 # tl.dot needs every dimension >= 16: channels are padded to 16 (padding weights are zero).
 _MIN_CHANNELS = 16
@@ -72,31 +74,37 @@ def _sep_conv_kernel(x_ptr, s_xn, s_xl, dw_ptr, pw_ptr, m1_ptr, v1_ptr, g1_ptr, 
     tl.store(out_ptr + n * (H * W * Q) + pix[:, None] * Q + c[None, :], y, mask=valid[:, None] & mask_c[None, :])
 
 
-def _check(x: Tensor, branch: nn.Module) -> None:
+class BatchNormParams(NamedTuple):
+    """An inference BatchNorm as tensors: running ``mean`` and ``var``, affine ``weight`` and ``bias``, ``eps``."""
+
+    mean: Tensor
+    var: Tensor
+    weight: Tensor
+    bias: Tensor
+    eps: float
+
+
+def sep_conv_tokens(
+    x: Tensor,
+    hw: tuple[int, int],
+    dw_weight: Tensor,
+    bn_dw: BatchNormParams,
+    pw_weight: Tensor,
+    bn_pw: BatchNormParams,
+    skip_scale: Tensor,
+) -> Tensor:
+    """``tokens(gelu(bn_pw(pw(gelu(bn_dw(dw(image(x)))))))) + skip_scale * x`` for tokens ``x`` (N, H*W, Q) (any
+    strides with contiguous channels, e.g. a channel slice of a larger token tensor): ``dw_weight`` (Q, 1, K, K) is a
+    depthwise KxK conv (K odd, 'same' padding, no bias), ``pw_weight`` (Q, Q, 1, 1) a 1x1 conv without bias, GELU
+    exact; returns contiguous (N, H*W, Q) tokens."""
     check_fp32_input(x, "sep_conv_tokens")
-    dw, pw = branch.dw, branch.pw
-    k = dw.kernel_size[0]
-    q = x.shape[2]
-    if (dw.kernel_size != (k, k) or k % 2 == 0 or dw.padding != (k // 2, k // 2) or dw.groups != q
-            or dw.in_channels != q or dw.stride != (1, 1) or dw.dilation != (1, 1) or dw.bias is not None):
-        raise ValueError(f"sep_conv_tokens implements an odd KxK depthwise conv without bias, 'same' padding, got {dw}")  # fmt: skip
-    if pw.kernel_size != (1, 1) or pw.in_channels != q or pw.out_channels != q or pw.bias is not None:
-        raise ValueError(f"sep_conv_tokens implements a square 1x1 conv without bias, got {pw}")
-    for bn in (branch.bn_dw, branch.bn_pw):
-        if bn.training or not bn.affine or bn.running_mean is None:
-            raise ValueError("sep_conv_tokens needs BatchNorm in eval mode with running statistics (model.eval())")
-    for act in (branch.act_dw, branch.act_pw):
-        if not isinstance(act, nn.GELU) or act.approximate != "none":
-            raise ValueError(f"sep_conv_tokens applies exact GELU, got {act}")
-
-
-def sep_conv_tokens(x: Tensor, branch: nn.Module, hw: tuple[int, int], skip_scale: Tensor) -> Tensor:
-    """``tokens(branch(image(x))) + skip_scale * x`` for tokens ``x`` (N, H*W, Q) (any strides with contiguous
-    channels, e.g. a channel slice of a larger token tensor) and a ``DepthwiseSeparableConvBNAct`` ``branch``;
-    returns contiguous (N, H*W, Q) tokens."""
-    _check(x, branch)
     n, length, q = x.shape
     h, w = hw
+    k = dw_weight.shape[-1]
+    if tuple(dw_weight.shape) != (q, 1, k, k) or k % 2 == 0:
+        raise ValueError(f"sep_conv_tokens implements an odd KxK depthwise conv over {q} channels, got weights {tuple(dw_weight.shape)}")
+    if tuple(pw_weight.shape) != (q, q, 1, 1):
+        raise ValueError(f"sep_conv_tokens implements a square 1x1 conv over {q} channels, got weights {tuple(pw_weight.shape)}")
     if length != h * w:
         raise ValueError(f"{length} tokens do not form a {h}x{w} image")
     if x.stride(2) != 1:
@@ -105,11 +113,10 @@ def sep_conv_tokens(x: Tensor, branch: nn.Module, hw: tuple[int, int], skip_scal
     while block > 16 and n * triton.cdiv(length, block) < _MIN_PROGRAMS:
         block //= 2
     out = torch.empty((n, length, q), device=x.device, dtype=x.dtype)
-    bn1, bn2 = branch.bn_dw, branch.bn_pw
     _sep_conv_kernel[(n, triton.cdiv(length, block))](
-        x, x.stride(0), x.stride(1), branch.dw.weight, branch.pw.weight,
-        bn1.running_mean, bn1.running_var, bn1.weight, bn1.bias, bn1.eps,
-        bn2.running_mean, bn2.running_var, bn2.weight, bn2.bias, bn2.eps, skip_scale, out,
-        H=h, W=w, Q=q, QP=max(_MIN_CHANNELS, triton.next_power_of_2(q)), K=branch.dw.kernel_size[0], BLOCK=block,
+        x, x.stride(0), x.stride(1), dw_weight, pw_weight,
+        bn_dw.mean, bn_dw.var, bn_dw.weight, bn_dw.bias, bn_dw.eps,
+        bn_pw.mean, bn_pw.var, bn_pw.weight, bn_pw.bias, bn_pw.eps, skip_scale, out,
+        H=h, W=w, Q=q, QP=max(_MIN_CHANNELS, triton.next_power_of_2(q)), K=k, BLOCK=block,
     )  # fmt: skip
     return out

@@ -1,0 +1,5 @@
+"""The export layer's error: the request was refused or failed its checks, and nothing was written."""
+
+
+class ExportError(ValueError):
+    """The export was refused or failed its checks; nothing was written at the output path."""

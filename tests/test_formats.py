@@ -1,0 +1,66 @@
+"""The format table: every row round-trips the bundled model through its exporter and its backend (as the
+ultralytics exporter tests do), so a new runtime or export target is tested by being registered."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from ultralbm_edge.assets import SAMPLE_IMAGES
+from ultralbm_edge.checkpoint import load_checkpoint
+from ultralbm_edge.export import export_model, reference_probs
+from ultralbm_edge.runtime.backends import open_backend
+from ultralbm_edge.runtime.backends.tensorrt_env import TensorRTError, current_gpu, load_tensorrt
+from ultralbm_edge.runtime.dataset import load_images
+from ultralbm_edge.runtime.formats import FORMATS, UnknownFormat, format_for, format_named
+from ultralbm_edge.runtime.model_files import resolve_model
+from ultralbm_edge.runtime.parity import compare
+
+
+def _why_engines_cannot_run() -> str | None:
+    try:
+        trt = load_tensorrt()
+        _, sm = current_gpu()
+    except TensorRTError as e:
+        return str(e)
+    return "TensorRT-RTX's runtime refuses compute capability 9.0" if trt.package == "tensorrt_rtx" and sm == (9, 0) else None
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_every_row_names_importable_code(fmt):
+    for target in filter(None, (fmt.backend, fmt.exporter)):
+        module, attribute = target.split(":")
+        assert callable(getattr(importlib.import_module(module), attribute)), target
+    assert all(s.startswith(".") and s == s.lower() for s in fmt.suffixes)
+
+
+def test_suffixes_and_names_resolve_and_unknown_ones_are_named(tmp_path):
+    for fmt in FORMATS:
+        assert format_named(fmt.name) is fmt and all(format_for(tmp_path / f"m{s}") is fmt for s in fmt.suffixes)
+    with pytest.raises(UnknownFormat, match="'.tflite'.*use .onnx"):
+        format_for(tmp_path / "m.tflite")
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_every_format_round_trips_through_its_backend(fmt, tmp_path):
+    ckpt = load_checkpoint(resolve_model("ultralbm"))
+    if fmt.exporter is None:
+        path = resolve_model("ultralbm")
+    else:
+        if fmt.name == "tensorrt":
+            try:
+                load_tensorrt()
+            except TensorRTError as e:
+                pytest.skip(str(e))
+        path = tmp_path / f"model{fmt.suffixes[0]}"
+        export_model(ckpt, path, format=fmt.name, dynamic_batch=True)
+    assert format_for(path) is fmt
+    why_not = _why_engines_cannot_run() if fmt.name == "tensorrt" else None
+    if why_not:  # built here, but nothing here can execute it: opening must say so, naming the file
+        with pytest.raises(TensorRTError, match=str(path.name)):
+            open_backend(path)
+        pytest.skip(f"engine built; not executed: {why_not}")
+    images = load_images(SAMPLE_IMAGES, 4, 256).images
+    report = compare(open_backend(path).run(images), reference_probs(ckpt.model, images))
+    assert report.ok, report.summary()

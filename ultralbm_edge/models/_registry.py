@@ -1,0 +1,69 @@
+"""The model registry (as timm's): each network family's file registers its named models with the facts a
+deployment needs, so a new network is one new file under ``models/`` and every tool picks it up.
+
+A :class:`ModelSpec` says how to build the network, how to recognise its weights in a checkpoint (one key and its
+shape), how to remap foreign checkpoints of it, and its deployment facts: which ONNX node scopes hold its first
+conv and its head (kept out of INT8) and which must stay FP32 in reduced precision (the Mamba blocks). Export
+writes those facts into the model file's metadata, so the torch-free tools read them from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[], nn.Module]  # an untrained network, (N, 3, S, S) in [0, 255] -> (N, 1, S, S) probabilities
+    description: str
+    # A state_dict key and its shape that only this model's weights have (how checkpoints are recognised).
+    signature: tuple[str, tuple[int, ...]]
+    # ONNX node-name fragments (see runtime.metadata.ModelMetadata): first conv and head, kept out of INT8 ...
+    unquantized_scopes: tuple[str, ...] = ()
+    # ... and the parts kept in FP32 in FP16 and INT8 models.
+    fp32_scopes: tuple[str, ...] = ("/mamba/",)
+    # Remaps a foreign checkpoint's state_dict to this model's keys (timm's checkpoint_filter_fn); None: as is.
+    checkpoint_filter: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    paper: str = ""  # the source of the design and its reported size
+
+    def matches(self, state_dict: Mapping[str, Any]) -> bool:
+        key, shape = self.signature
+        value = state_dict.get(key)
+        return value is not None and tuple(getattr(value, "shape", ())) == shape
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model variant {name!r}; choose one of {list_models()}") from None
+
+
+def identify(state_dict: Mapping[str, Any]) -> list[str]:
+    """Registered models whose signature the weights carry (normally one)."""
+    return [name for name, spec in sorted(_REGISTRY.items()) if spec.matches(state_dict)]
+
+
+def create_model(name: str = "ultralbm", scan: str = "sequential") -> nn.Module:
+    """An untrained ``name`` (see ``list_models()``) in eval mode, its Mamba blocks on scan strategy ``scan``."""
+    model = model_spec(name).build()
+    set_scan = getattr(model, "set_scan_strategy", None)
+    return (set_scan(scan) if set_scan else model).eval()
