@@ -44,9 +44,9 @@ def end_to_end(backend, paths: list[Path], batch: int, workers: int) -> float:
         folder.mkdir()
         for p in paths:
             shutil.copy(p, folder / p.name)
-        predict([folder], backend, Path(tmp) / "out", PredictOptions(batch_size=batch, workers=workers, resume=False))  # warm caches
+        predict([folder], backend, Path(tmp) / "out", PredictOptions(batch_size=batch, workers=workers, overwrite=True))  # warm caches
         t0 = time.perf_counter()
-        summary = predict([folder], backend, Path(tmp) / "out", PredictOptions(batch_size=batch, workers=workers, resume=False))
+        summary = predict([folder], backend, Path(tmp) / "out", PredictOptions(batch_size=batch, workers=workers, overwrite=True))
         seconds = time.perf_counter() - t0
         assert summary.ok == len(paths), summary.failed
     return len(paths) / seconds

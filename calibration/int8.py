@@ -26,7 +26,8 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ultralbm_edge.runtime.dataset import DatasetError, load_images
-from ultralbm_edge.runtime.files import atomic_path
+from ultralbm_edge.runtime.errors import UserError
+from ultralbm_edge.runtime.files import OutputError, atomic_path, check_output
 from ultralbm_edge.runtime.formats import INPUT_NAME
 from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata
 
@@ -34,7 +35,7 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """Calibration cannot run as asked; the message says what to change."""
 
 
@@ -92,8 +93,10 @@ def quantize_int8(
     method: str = "percentile",
     num_images: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> CalibrationResult:
-    """Write a Q/DQ INT8 copy of ``onnx_path`` calibrated on ``num_images`` images from ``images``."""
+    """Write a Q/DQ INT8 copy of ``onnx_path`` (default ``<model>.int8.onnx``) calibrated on ``num_images`` images
+    from ``images``; an existing output is replaced only with ``overwrite``, never if it is the input."""
     started = time.perf_counter()
     onnx_path = Path(onnx_path)
     if method not in METHODS:
@@ -108,8 +111,10 @@ def quantize_int8(
     if meta.precision != "fp32":
         raise CalibrationError(f"{onnx_path}: is {meta.precision}; calibrate the FP32 export")
     output = Path(output) if output else onnx_path.with_name(onnx_path.stem + ".int8.onnx")
-    if not output.parent.is_dir():
-        raise CalibrationError(f"output directory {output.parent} does not exist — create it first")
+    try:
+        check_output(output, inputs=[onnx_path], overwrite=overwrite)
+    except OutputError as e:
+        raise CalibrationError(str(e)) from None
     data, skipped = calibration_images(Path(images), num_images, meta.image_size, progress)
     dims = model.graph.input[0].type.tensor_type.shape.dim
     batch = dims[0].dim_value if dims[0].HasField("dim_value") else 8

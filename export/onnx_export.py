@@ -21,7 +21,7 @@ from ultralbm_edge.assets import SAMPLE_IMAGES
 from ultralbm_edge.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ultralbm_edge.ops import scan_strategies
 from ultralbm_edge.runtime.dataset import DatasetError, load_images
-from ultralbm_edge.runtime.files import atomic_path
+from ultralbm_edge.runtime.files import OutputError, atomic_path, check_output
 from ultralbm_edge.runtime.formats import INPUT_NAME, OUTPUT_NAME
 from ultralbm_edge.runtime.metadata import ModelMetadata
 from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
@@ -67,15 +67,17 @@ def resolve_scan(scan: str, target: str = "onnxruntime") -> str:
     return scan
 
 
-def _check_request(output: Path, image_size: int, batch: int, opset: int) -> None:
+def _check_request(output: Path, source: Path, image_size: int, batch: int, opset: int, overwrite: bool) -> None:
     if image_size % 32 or image_size < 32:
         raise ExportError(f"--image-size {image_size} is not a multiple of 32 (the network downsamples 5 times by 2)")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"--opset {opset} is unsupported: use {MIN_OPSET}..{MAX_OPSET} (LayerNormalization needs opset >= 17)")
     if batch < 1:
         raise ExportError(f"--batch {batch} must be >= 1")
-    if not output.parent.is_dir():
-        raise ExportError(f"output directory {output.parent} does not exist — create it first or choose another -o")
+    try:
+        check_output(output, inputs=[source], overwrite=overwrite)
+    except OutputError as e:
+        raise ExportError(str(e)) from None
 
 
 def _trace(model: torch.nn.Module, path: Path, batch: int, image_size: int, opset: int, dynamic_batch: bool, lowered: bool) -> None:
@@ -113,6 +115,7 @@ def export_onnx(
     check: bool = True,
     parity_images: str | Path | None = None,
     parity_count: int = 10,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export ``checkpoint`` (a loaded Checkpoint, a .pth path or a bundled name) to ``output`` (ONNX), verify it,
     and only then move it into place.
@@ -121,13 +124,15 @@ def export_onnx(
     [N, 1, S, S] sigmoid probabilities (float32 also for ``fp16=True``, whose internals are half precision
     except the scan, norms and sigmoid). ``batch`` fixes N unless ``dynamic_batch``. With ``check`` (default)
     the file is compared with PyTorch on ``parity_count`` real images and refused if it is out of tolerance.
+    An existing ``output`` is replaced only with ``overwrite``, and never if it is the checkpoint itself.
     """
     started = time.perf_counter()
     output = Path(output)
-    _check_request(output, image_size, batch, opset)
     scan = resolve_scan(scan, target)
     try:
-        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_model(checkpoint))
+        source = Path(checkpoint.path) if isinstance(checkpoint, Checkpoint) else resolve_model(checkpoint)
+        _check_request(output, source, image_size, batch, opset, overwrite)  # the cheap refusals before loading
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(source)
     except (CheckpointError, ModelNotFound) as e:
         raise ExportError(str(e)) from None
     lowered = scan in LOWERED_FORMS

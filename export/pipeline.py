@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ultralbm_edge.checkpoint import Checkpoint
+from ultralbm_edge.runtime.files import check_output
 from ultralbm_edge.runtime.formats import UnknownFormat, format_named
 
 from .errors import ExportError
@@ -39,6 +40,7 @@ def export_engine(
     calib: str | Path | None = None,
     onnx_output: str | Path | None = None,
     on_exported: Callable[[ExportResult], None] | None = None,
+    overwrite: bool = False,
     **export_options: Any,
 ) -> tuple[ExportResult, EngineResult]:
     """Export ``checkpoint`` to ONNX for TensorRT (parity-checked; ``onnx_output``, by default beside ``output``),
@@ -46,7 +48,8 @@ def export_engine(
     ``on_exported`` hears of the ONNX before the (longer) engine build starts."""
     output = Path(output)
     onnx_output = Path(onnx_output) if onnx_output else output.with_suffix(".onnx")
-    exported = export_onnx(checkpoint, onnx_output, target="tensorrt", **export_options)
+    check_output(output, overwrite=overwrite)  # before the export: a refusal must come before minutes of work
+    exported = export_onnx(checkpoint, onnx_output, target="tensorrt", overwrite=overwrite, **export_options)
     if on_exported:
         on_exported(exported)
-    return exported, engine_from_onnx(exported.path, output, precision=precision, calib=calib)
+    return exported, engine_from_onnx(exported.path, output, precision=precision, calib=calib, overwrite=overwrite)

@@ -26,14 +26,13 @@ from typing import Any
 
 import onnx
 
-from ultralbm_edge.runtime.files import file_sha256, write_bytes_atomic, write_text_atomic
-from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata, read_onnx_metadata
+from ultralbm_edge.runtime.files import OutputError, check_output, file_sha256, write_bytes_atomic, write_text_atomic
+from ultralbm_edge.runtime.metadata import PRECISIONS, MetadataError, ModelMetadata, read_onnx_metadata
 from ultralbm_edge.runtime.backends.tensorrt_env import TensorRT, TensorRTError, gpu_description, load_tensorrt, sidecar_path
 
 from .fp16 import convert_to_fp16
 from .scan_policy import ORT_ONLY_SCANS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_FORMAT = "ultralbm-edge-engine/1"
 
 
@@ -154,8 +153,10 @@ def build_engine(
     timing_cache: str | Path | None = None,
     package: str = "auto",
     implicit_calibration: str | Path | None = None,
+    overwrite: bool = False,
 ) -> EngineResult:
-    """Build a TensorRT engine (and its JSON sidecar) from an exported ONNX file.
+    """Build a TensorRT engine (and its JSON sidecar) from an exported ONNX file (an existing engine is replaced only
+    with ``overwrite``, never if it is the ONNX itself).
 
     ``precision``: fp32, fp16 or int8. On strongly typed TensorRT (RTX, >= 11) fp16 converts the ONNX to FP16
     internals (scan, norms, sigmoid kept FP32) and int8 requires a Q/DQ ONNX; on TensorRT 10 the builder flags are
@@ -170,8 +171,11 @@ def build_engine(
     if not onnx_path.is_file():
         raise TensorRTError(f"{onnx_path}: no such ONNX file — export one with `ultralbm-edge export`")
     output = Path(output) if output else onnx_path.with_suffix(f".{precision}.engine")
-    if not output.parent.is_dir():
-        raise TensorRTError(f"output directory {output.parent} does not exist — create it first or choose another -o")
+    try:
+        for path in (output, sidecar_path(output)):
+            check_output(path, inputs=[onnx_path], overwrite=overwrite)
+    except OutputError as e:
+        raise TensorRTError(str(e)) from None
     try:
         meta = read_onnx_metadata(onnx_path)
     except MetadataError as e:
@@ -240,6 +244,7 @@ def engine_from_onnx(
     precision: str = "fp32",
     calib: str | Path | None = None,
     implicit: bool = False,
+    overwrite: bool = False,
     **options: Any,
 ) -> EngineResult:
     """``build_engine``, calibrating first when INT8 is asked of an FP32 ONNX with images ``calib``: a Q/DQ ONNX
@@ -253,5 +258,5 @@ def engine_from_onnx(
     if precision == "int8" and calib is not None and implicit:
         options["implicit_calibration"] = calib
     elif precision == "int8" and calib is not None:
-        source = quantize_int8(onnx_path, calib).path
-    return build_engine(source, output, precision=precision, **options)
+        source = quantize_int8(onnx_path, calib, overwrite=overwrite).path
+    return build_engine(source, output, precision=precision, overwrite=overwrite, **options)

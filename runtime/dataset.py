@@ -12,11 +12,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .imageio import ImageReadError, find_images, read_image
+from .errors import UserError
+from .imageio import DEFAULT_LIMITS, ImageLimits, ImageReadError, find_images, read_image
 from .preprocess import _aa_bilinear_weights, preprocess
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A folder cannot serve as asked (layout, unpaired or unreadable files, too few images)."""
 
 
@@ -70,31 +71,55 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return _aa_bilinear_weights(h, size) @ mask @ _aa_bilinear_weights(w, size).T
 
 
+def _pair_key(path: Path, folder: Path) -> str:
+    """Images and masks pair by path relative to images/ and masks/ without the suffix; ISIC's ``_segmentation``
+    mask names pair too."""
+    rel = path.relative_to(folder).with_suffix("").as_posix()
+    return rel[: -len("_segmentation")] if rel.endswith("_segmentation") else rel
+
+
 def paired_files(data: Path | str) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs of a labelled folder ``data``/images + ``data``/masks, matched by stem."""
+    """(image, mask) pairs of a labelled folder ``data``/images + ``data``/masks, matched by relative path and stem
+    (``images/a/x.jpg`` <-> ``masks/a/x.png``: same-named files in different sub-folders are different cases)."""
     data = Path(data)
     images, masks = data / "images", data / "masks"
     if not images.is_dir() or not masks.is_dir():
         raise DatasetError(f"{data}: expected sub-folders images/ and masks/ (masks: 0 = skin, 255 = lesion)")
-    by_stem = {p.stem: p for p in find_images([masks])}
+    by_key: dict[str, Path] = {}
+    for m in find_images([masks]):
+        key = _pair_key(m, masks)
+        if key in by_key:
+            raise DatasetError(f"{data}: two masks for one image: {by_key[key].name} and {m.name} — keep one")
+        by_key[key] = m
     pairs, unmatched = [], []
     for img in find_images([images]):
-        (pairs if img.stem in by_stem else unmatched).append((img, by_stem.get(img.stem)))
+        mask = by_key.get(_pair_key(img, images))
+        (pairs if mask is not None else unmatched).append((img, mask))
     if unmatched:
-        raise DatasetError(f"{data}: {len(unmatched)} images have no mask with the same stem, e.g. {unmatched[0][0].name}")
+        first = unmatched[0][0].relative_to(images)
+        raise DatasetError(f"{data}: {len(unmatched)} images have no mask at the same relative path, e.g. {first} (expected masks/{first.with_suffix('.png')})")
     if not pairs:
         raise DatasetError(f"{data}/images: no images found")
     return pairs  # type: ignore[return-value]
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """An expert mask as float64 in [0, 1]."""
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise DatasetError(f"{path}: unreadable mask")
-    return mask.astype(np.float64) / 255.0
+def read_mask(path: Path, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """An expert mask as float64 in [0, 1]: 8-bit masks of 0/255 (or grey levels), and masks stored as 0/1."""
+    rgb = read_image(path, limits)
+    mask = rgb[..., 0] if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all() else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return mask.astype(np.float64) / (1.0 if mask.max() <= 1 else 255.0)
 
 
-def load_pair(image: Path, mask: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(image: Path, mask: Path, size: int, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, np.ndarray]:
     """(preprocessed image (3, S, S) float32, mask (S, S) float64 in [0, 1] resized like the authors' test code)."""
-    return preprocess(read_image(image), size), resize_mask(read_mask(mask), size)
+    rgb = read_image(image, limits)
+    try:
+        truth = read_mask(mask, limits)
+    except ImageReadError as e:
+        raise DatasetError(f"{mask}: unreadable mask ({e.problem})") from None
+    if truth.shape != rgb.shape[:2]:
+        raise DatasetError(
+            f"{mask}: the mask is {truth.shape[1]}x{truth.shape[0]} but its image {image.name} is "
+            f"{rgb.shape[1]}x{rgb.shape[0]} — masks must have their image's size"
+        )
+    return preprocess(rgb, size), resize_mask(truth, size)

@@ -7,17 +7,66 @@ A run killed at any moment leaves the complete old file, the complete new one, o
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
+
+from .errors import UserError
 
 # Temporary files start with this prefix, so a later run can tell its own leftovers from user files.
 TEMP_PREFIX = ".ulbm-tmp-"
 # The stem is cut so that prefix + token + stem + suffix stays far below the 255-byte name limit.
 _MAX_STEM_IN_TEMP = 40
+
+
+class OutputError(UserError, ValueError):
+    """An output cannot be written where asked (it exists, it is an input, its folder is missing or read-only)."""
+
+
+class OutputWriteError(UserError, OSError):
+    """An output could not be written (no space, read-only, no permission): the run stops, finished work stays."""
+
+
+_WRITE_PROBLEMS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "the disk quota is used up",
+                   errno.EROFS: "the disk is read-only", errno.EACCES: "permission denied", errno.EPERM: "not permitted"}  # fmt: skip
+
+
+def write_failure(error: OSError, what: str) -> OutputWriteError:
+    """One clear sentence for a failed write of ``what``, and what to do about it."""
+    problem = _WRITE_PROBLEMS.get(error.errno or 0, error.strerror or str(error))
+    return OutputWriteError(
+        f"cannot write {what} ({problem}) — free space or fix the folder, then run the same command again: "
+        "finished work is kept"
+    )
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(path: Path | str, *, inputs: Iterable[Path | str] = (), overwrite: bool = False) -> Path:
+    """The one rule every command applies to a file it is about to write: never one of its inputs (not even with
+    ``--overwrite``), an existing file only with ``--overwrite``, and into a folder that exists."""
+    path = Path(path)
+    for source in inputs:
+        if same_file(path, Path(source)):
+            raise OutputError(f"{path}: is also an input of this command; writing it would destroy the input — choose another -o")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; name the output file (e.g. {path / 'model.onnx'})")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: exists — pass --overwrite to replace it, or choose another -o")
+    if not path.parent.is_dir():
+        raise OutputError(f"output directory {path.parent} does not exist — create it first or choose another -o")
+    if not os.access(path.parent, os.W_OK):
+        raise OutputError(f"output directory {path.parent} is not writable — choose another -o")
+    return path
 
 
 def file_sha256(path: Path | str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 # The graph's tensor names, shared by every exporter and backend.
 INPUT_NAME = "image"  # float32 (N, 3, S, S), values in [0, 255] after the official preprocessing
 OUTPUT_NAME = "prob"  # float32 (N, 1, S, S), sigmoid probabilities
@@ -45,7 +47,7 @@ FORMATS: tuple[Format, ...] = (
 )  # fmt: skip
 
 
-class UnknownFormat(ValueError):
+class UnknownFormat(UserError, ValueError):
     """A file whose suffix no format claims, or a format name nobody registered."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from ultralbm_edge.assets import WEIGHTS_DIR
 
+from .errors import UserError
 
-class ModelNotFound(FileNotFoundError):
+
+class ModelNotFound(UserError, FileNotFoundError):
     """A model name or path that resolves to nothing; the message lists what is available."""
 
 

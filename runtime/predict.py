@@ -1,14 +1,15 @@
-"""Batch mask inference over files and folders: pipelined, batched, atomic, resumable.
+"""Batch mask inference over files and folders: pipelined, batched, atomic, resumable, safe to interrupt.
 
-Decoding and preprocessing run in a thread pool (OpenCV and numpy release the GIL) ahead of batched inference;
-postprocessing and writes run in the same pool while the next batch infers. Results are reported in input order.
-A bad image is recorded (results.csv and the summary) and never stops the others.
+Decoding and preprocessing run in a thread pool (OpenCV, simplejpeg and numpy release the GIL) ahead of batched
+inference; postprocessing and writes run in the same pool while the next batch infers. The output folder is a
+``RunFolder``: locked while a run writes, bound to the settings its masks were made with, and journalled in
+results.csv as images finish. A bad image is recorded and never stops the others; an output that cannot be
+written (full disk, read-only folder) stops the run at once with one clear error, and nothing unfinished is ever
+counted as done.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,16 +20,14 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from ultralbm_edge import __version__
+
 from .backends import Backend
-from .files import remove_stale_temporaries, write_text_atomic
-from .imageio import ImageReadError, find_images, read_image, write_image, write_npy
+from .files import OutputWriteError, file_sha256, write_failure
+from .imageio import DEFAULT_LIMITS, ImageLimits, ImageReadError, find_images, read_image, write_image, write_npy
 from .postprocess import PostprocessOptions, mask_stats, overlay, probability_to_mask
 from .preprocess import preprocess
-
-CSV_FIELDS = [
-    "path", "status", "error", "width", "height", "lesion_area_px", "lesion_fraction", "bbox_xywh",
-    "mean_prob_in_lesion", "ms",
-]  # fmt: skip
+from .run_folder import RunFolder, RunSettings, input_key, input_stamp
 
 
 @dataclass
@@ -40,7 +39,8 @@ class PredictOptions:
     fill_holes: bool = True
     batch_size: int = 8
     workers: int = 2
-    resume: bool = True
+    overwrite: bool = False  # redo every image (and accept new settings) instead of resuming
+    limits: ImageLimits = DEFAULT_LIMITS
 
 
 @dataclass
@@ -68,10 +68,11 @@ class _Loaded:
     height: int
     width: int
     rgb: np.ndarray | None  # kept only for overlays
-    ms: float
+    decode_ms: float
 
 
 def _outputs(out_dir: Path, stem: str, opts: PredictOptions) -> list[Path]:
+    """The mask first; the optional outputs asked for."""
     paths = [out_dir / "masks" / f"{stem}.png"]
     if opts.save_probs:
         paths.append(out_dir / "probs" / f"{stem}.npy")
@@ -80,31 +81,68 @@ def _outputs(out_dir: Path, stem: str, opts: PredictOptions) -> list[Path]:
     return paths
 
 
-def _load(path: Path, size: int, keep_rgb: bool) -> _Loaded:
+def _load(path: Path, size: int, keep_rgb: bool, limits: ImageLimits) -> _Loaded:
     t0 = time.perf_counter()
-    rgb = read_image(path)
+    rgb = read_image(path, limits)
     x = preprocess(rgb, size)
     return _Loaded(path, x, rgb.shape[0], rgb.shape[1], rgb if keep_rgb else None, (time.perf_counter() - t0) * 1e3)
 
 
-def _finish(item: _Loaded, prob: np.ndarray, infer_ms: float, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> dict:
-    t0 = time.perf_counter()
+def _write_outputs(item: _Loaded, prob: np.ndarray, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> tuple[np.ndarray, np.ndarray]:
     stem = item.path.stem
     mask = probability_to_mask(prob, item.height, item.width, post)
     full_prob = cv2.resize(prob, (item.width, item.height), interpolation=cv2.INTER_LINEAR) if prob.shape != mask.shape else prob
-    if opts.save_probs:
-        write_npy(out_dir / "probs" / f"{stem}.npy", prob.astype(np.float32))
-    if opts.overlay and item.rgb is not None:
-        drawn = overlay(item.rgb, mask)
-        write_image(out_dir / "overlays" / f"{stem}.jpg", drawn)
-    write_image(out_dir / "masks" / f"{stem}.png", mask)  # last: its presence marks the image as done
-    ms = item.ms + infer_ms + (time.perf_counter() - t0) * 1e3
-    return {"path": str(item.path), "status": "ok", "error": "", "width": item.width, "height": item.height,
-            **mask_stats(mask, full_prob), "ms": round(ms, 2)}  # fmt: skip
+    try:
+        if opts.save_probs:
+            write_npy(out_dir / "probs" / f"{stem}.npy", prob.astype(np.float32))
+        if opts.overlay and item.rgb is not None:
+            write_image(out_dir / "overlays" / f"{stem}.jpg", overlay(item.rgb, mask))
+        write_image(out_dir / "masks" / f"{stem}.png", mask)  # last: a complete mask marks the image as done
+    except OSError as e:
+        raise write_failure(e, f"the outputs of {item.path.name} in {out_dir}") from None
+    return mask, full_prob
 
 
-def _error_row(path: Path, message: str) -> dict:
-    return {"path": str(path), "status": "error", "error": message}
+def _finish(item: _Loaded, prob: np.ndarray, infer_ms: float, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> dict:
+    t0 = time.perf_counter()
+    mask, full_prob = _write_outputs(item, prob, out_dir, opts, post)
+    size, mtime = input_stamp(item.path)
+    return {"path": input_key(item.path), "status": "ok", "error": "", "width": item.width, "height": item.height,
+            **mask_stats(mask, full_prob), "decode_ms": round(item.decode_ms, 2), "infer_ms": round(infer_ms, 2),
+            "post_ms": round((time.perf_counter() - t0) * 1e3, 2), "input_bytes": size, "input_mtime_ns": mtime,
+            "mask_sha256": file_sha256(out_dir / "masks" / f"{item.path.stem}.png")}  # fmt: skip
+
+
+def _model_facts(backend: Backend) -> dict:
+    meta = backend.metadata
+    return {"variant": meta.variant, "scan_strategy": meta.scan_strategy, "precision": meta.precision,
+            "image_size": meta.image_size, "preprocessing": meta.preprocessing,
+            "source_checkpoint_sha256": meta.source_checkpoint_sha256}  # fmt: skip
+
+
+class _Run:
+    """One predict call's bookkeeping: rows go to the journal from this (the calling) thread only."""
+
+    def __init__(self, run: RunFolder, summary: PredictSummary, total: int, on_progress: Callable[[int, int], None] | None) -> None:
+        self.run, self.summary, self.total, self.on_progress = run, summary, total, on_progress
+
+    def ok(self, row: dict) -> None:
+        self.run.record(row)
+        self.summary.ok += 1
+        self._progress()
+
+    def fail(self, path: Path, message: str) -> None:
+        self.run.record({"path": input_key(path) if path.exists() else str(path), "status": "error", "error": message})
+        self.summary.failed.append((str(path), message))
+        self._progress()
+
+    def skip(self) -> None:
+        self.summary.skipped += 1
+        self._progress()
+
+    def _progress(self) -> None:
+        if self.on_progress:
+            self.on_progress(self.summary.total, self.total)
 
 
 def predict(
@@ -117,114 +155,108 @@ def predict(
     """Segment every image in ``inputs`` (files and folders, recursive) with ``backend`` into ``out_dir``.
 
     Writes ``masks/<stem>.png`` (original size, 0/255), optionally ``probs/<stem>.npy`` (the model's float32
-    output before postprocessing) and ``overlays/<stem>.jpg``, and ``results.csv`` with one row per input.
+    output before postprocessing) and ``overlays/<stem>.jpg``, ``manifest.json`` and ``results.csv`` (one row per
+    image). Images finished by an earlier run with the same settings are skipped (see ``RunFolder``).
     """
     opts = opts or PredictOptions()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)  # a killed run's half-written files; never counted as outputs
     started = time.perf_counter()
     meta = backend.metadata
-    post = PostprocessOptions(
-        threshold=meta.threshold if opts.threshold is None else opts.threshold,
-        keep_largest=opts.keep_largest,
-        fill_holes=opts.fill_holes,
-    )
-    paths = find_images([Path(p) for p in inputs])
-    summary = PredictSummary(out_dir, out_dir / "results.csv")
-    rows: dict[int, dict] = {}
-    todo: list[tuple[int, Path]] = []
-    seen: dict[str, Path] = {}
-    for i, p in enumerate(paths):
-        if p.stem in seen:
-            rows[i] = _error_row(p, f"same file name stem as {seen[p.stem]}: outputs would collide — rename one of them")
-        elif opts.resume and all(o.is_file() for o in _outputs(out_dir, p.stem, opts)):
-            seen[p.stem] = p
-            rows[i] = {"path": str(p), "status": "skipped", "error": "outputs already complete (--resume)"}
-        else:
-            seen[p.stem] = p
-            todo.append((i, p))
-    if on_progress:
-        on_progress(len(rows), len(paths))
-
-    batch_size = max(1, opts.batch_size)
-    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
-        loads: deque[tuple[int, Future]] = deque()
-        pending = iter(todo)
-        writes: list[tuple[int, Future]] = []
-
-        def refill() -> None:
-            # Keep a few batches of decoding in flight ahead of inference, bounded for memory.
-            while len(loads) < 3 * batch_size:
-                nxt = next(pending, None)
-                if nxt is None:
-                    return
-                idx, p = nxt
-                loads.append((idx, pool.submit(_load, p, meta.image_size, opts.overlay)))
-
-        refill()
-        while loads:
-            batch: list[tuple[int, _Loaded]] = []
-            while loads and len(batch) < batch_size:
-                idx, fut = loads.popleft()
-                try:
-                    batch.append((idx, fut.result()))
-                except ImageReadError as e:
-                    rows[idx] = _error_row(paths[idx], str(e))
-                except Exception as e:  # an unexpected decoder failure still must not stop the run
-                    rows[idx] = _error_row(paths[idx], f"{paths[idx]}: {type(e).__name__}: {e}")
-                refill()
-            if not batch:
-                continue
-            t0 = time.perf_counter()
-            try:
-                probs = backend.run(np.stack([item.x for _, item in batch]))
-            except Exception as e:
-                for idx, item in batch:
-                    rows[idx] = _error_row(item.path, f"{item.path}: inference failed ({type(e).__name__}: {e})")
-                continue
-            infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-            for (idx, item), prob in zip(batch, probs):
-                writes.append((idx, pool.submit(_finish, item, prob[0], infer_ms, out_dir, opts, post)))
-            writes = _collect(writes, rows, paths, block=False)
-            if on_progress:
-                on_progress(len(rows), len(paths))
-        _collect(writes, rows, paths, block=True)
-    if on_progress:
-        on_progress(len(rows), len(paths))
-
-    for i in range(len(paths)):
-        status = rows[i]["status"]
-        if status == "ok":
-            summary.ok += 1
-        elif status == "skipped":
-            summary.skipped += 1
-        else:
-            summary.failed.append((str(paths[i]), rows[i]["error"]))
-    _write_csv(summary.results_csv, [rows[i] for i in range(len(paths))])
+    post = PostprocessOptions(meta.threshold if opts.threshold is None else opts.threshold, opts.keep_largest, opts.fill_holes)
+    settings = RunSettings(file_sha256(backend.path), _model_facts(backend), post.threshold, post.keep_largest,
+                           post.fill_holes, tool_version=__version__)  # fmt: skip
+    paths = find_images([Path(p) for p in inputs], exclude=out_dir)
+    with RunFolder(out_dir, settings, opts.overwrite) as run:
+        summary = PredictSummary(out_dir, run.results_csv)
+        book = _Run(run, summary, len(paths), on_progress)
+        todo = _plan(paths, out_dir, opts, run, book)
+        _pipeline(todo, backend, out_dir, opts, post, book)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _collect(writes: list[tuple[int, Future]], rows: dict[int, dict], paths: list[Path], block: bool) -> list[tuple[int, Future]]:
+def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder, book: _Run) -> list[Path]:
+    """The inputs to segment now; the others are reported (outputs inside the output folder, colliding names) or
+    skipped (done by an earlier run)."""
+    todo: list[Path] = []
+    seen: dict[str, Path] = {}
+    out_resolved = out_dir.resolve()
+    for p in paths:
+        if p.resolve().is_relative_to(out_resolved):
+            book.fail(p, f"{p}: is inside the output folder {out_dir}; outputs are never inputs — move it out or choose another -o")
+        elif p.stem in seen:
+            book.fail(p, f"{p}: same file name stem as {seen[p.stem]}: outputs would collide — rename one of them")
+        else:
+            seen[p.stem] = p
+            outputs = _outputs(out_dir, p.stem, opts)
+            if not opts.overwrite and run.is_done(p, outputs, outputs[0]):
+                book.skip()
+            else:
+                todo.append(p)
+    return todo
+
+
+def _pipeline(todo: list[Path], backend: Backend, out_dir: Path, opts: PredictOptions, post: PostprocessOptions, book: _Run) -> None:
+    batch_size = max(1, opts.batch_size)
+    size = backend.metadata.image_size
+    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
+        loads: deque[tuple[Path, Future]] = deque()
+        pending = iter(todo)
+        writes: list[tuple[Path, Future]] = []
+
+        def refill() -> None:
+            # Keep a few batches of decoding in flight ahead of inference, bounded for memory.
+            while len(loads) < 3 * batch_size:
+                p = next(pending, None)
+                if p is None:
+                    return
+                loads.append((p, pool.submit(_load, p, size, opts.overlay, opts.limits)))
+
+        try:
+            refill()
+            while loads:
+                batch: list[_Loaded] = []
+                while loads and len(batch) < batch_size:
+                    p, fut = loads.popleft()
+                    try:
+                        batch.append(fut.result())
+                    except ImageReadError as e:
+                        book.fail(p, str(e))
+                    except Exception as e:  # an unexpected decoder failure still must not stop the run
+                        book.fail(p, f"{p}: {type(e).__name__}: {e}")
+                    refill()
+                if not batch:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    probs = backend.run(np.stack([item.x for item in batch]))
+                except Exception as e:
+                    for item in batch:
+                        book.fail(item.path, f"{item.path}: inference failed ({type(e).__name__}: {e})")
+                    continue
+                infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
+                writes += [(item.path, pool.submit(_finish, item, prob[0], infer_ms, out_dir, opts, post)) for item, prob in zip(batch, probs)]
+                writes = _collect(writes, book, block=False)
+            _collect(writes, book, block=True)
+        except OutputWriteError:
+            for _, fut in [*loads, *writes]:
+                fut.cancel()
+            raise
+
+
+def _collect(writes: list[tuple[Path, Future]], book: _Run, block: bool) -> list[tuple[Path, Future]]:
     left = []
-    for idx, fut in writes:
+    for path, fut in writes:
         if not block and not fut.done():
-            left.append((idx, fut))
+            left.append((path, fut))
             continue
         try:
-            rows[idx] = fut.result()
+            book.ok(fut.result())
+        except OutputWriteError:
+            raise
         except Exception as e:
-            rows[idx] = _error_row(paths[idx], f"{paths[idx]}: writing outputs failed ({type(e).__name__}: {e})")
+            book.fail(path, f"{path}: postprocessing failed ({type(e).__name__}: {e})")
     return left
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 def iter_failures(summary: PredictSummary) -> Iterator[str]:

@@ -60,7 +60,7 @@ def test_folder_with_bad_files_finishes_the_others(messy_folder, onnx_model, tmp
         assert (out / "masks" / f"{Path(good).stem}.png").is_file()
     assert "truncated" in rows["corrupt.jpg"]["error"]
     assert "empty (0 bytes)" in rows["empty.jpg"]["error"]
-    assert "not a readable image" in rows["notes.png"]["error"]
+    assert "not a JPEG, PNG, BMP or TIFF image" in rows["notes.png"]["error"]
     for bad in ("corrupt.jpg", "empty.jpg", "notes.png"):
         assert rows[bad]["status"] == "error"
         assert bad in res.stderr  # the summary names each failure
@@ -104,8 +104,13 @@ def test_unreadable_file_message(tmp_path, real_jpeg, monkeypatch):
     path.write_bytes(real_jpeg)
     if os.geteuid() != 0:  # a real permission failure where the OS enforces one
         path.chmod(0)
-    else:  # root reads anything: make the read itself fail the way the OS reports it
-        monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    else:  # root reads anything: make the open itself fail the way the OS reports it
+        import ultralbm_edge.runtime.imageio as imageio
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(imageio.os, "open", denied)
     with pytest.raises(ImageReadError, match=r"locked.jpg: permission denied .*chmod"):
         read_image(path)
 

@@ -15,6 +15,7 @@ foreign checkpoint is named precisely.
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,8 +24,9 @@ import torch
 from torch import nn
 
 from ultralbm_edge import __version__
+from ultralbm_edge.runtime.errors import UserError
 from ultralbm_edge.runtime.files import file_sha256, write_atomic
-from ultralbm_edge.runtime.metadata import ModelMetadata
+from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata
 from ultralbm_edge.runtime.preprocess import IMAGE_SIZE, PREPROCESSING_ID
 
 from .models import create_model, identify, list_models, model_spec
@@ -33,7 +35,7 @@ FORMAT = "ultralbm-edge/1"
 DEFAULT_THRESHOLD = 0.5
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint could not be used; the message names the file and what to do."""
 
 
@@ -102,14 +104,14 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e)
-        if "Unsupported global" in reason:
-            found = reason.split("Unsupported global:", 1)[1].strip().splitlines()[0]
+        # torch words it "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module x is blocked".
+        found = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(e), re.IGNORECASE)
+        if found:
             raise CheckpointError(
-                f"{path}: refused — it references the Python object {found}, and loading it could execute code. "
-                "Re-save only the state_dict (torch.save(model.state_dict(), ...)) from a trusted environment."
+                f"{path}: refused as unsafe — it references the Python object {found.group(1)}, and loading it could "
+                "execute code. Re-save only the state_dict (torch.save(model.state_dict(), ...)) in a trusted environment."
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt, or a pickle that is not a torch.save file)") from None
     except Exception as e:  # zip/pickle corruption, not a torch file at all
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
@@ -153,17 +155,22 @@ def load_checkpoint(path: Path | str, variant: str | None = None) -> Checkpoint:
         )
     model.load_state_dict(state_dict)
     model.eval()
-    return Checkpoint(
+    ckpt = Checkpoint(
         model=model,
         variant=variant,
         path=str(path),
         sha256=file_sha256(path),
         source_format=source_format,
-        image_size=int(meta.get("image_size", IMAGE_SIZE)),
-        threshold=float(meta.get("threshold", DEFAULT_THRESHOLD)),
-        preprocessing=str(meta.get("preprocessing", PREPROCESSING_ID)),
+        image_size=meta.get("image_size", IMAGE_SIZE),
+        threshold=meta.get("threshold", DEFAULT_THRESHOLD),
+        preprocessing=meta.get("preprocessing", PREPROCESSING_ID),
         provenance=dict(meta.get("provenance", {})),
     )
+    try:
+        ckpt.metadata().validate(str(path))  # what every exported file will carry: refuse bad values here
+    except MetadataError as e:
+        raise CheckpointError(str(e)) from None
+    return ckpt
 
 
 def save_checkpoint(

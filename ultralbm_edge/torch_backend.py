@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ultralbm_edge.checkpoint import CheckpointError, load_checkpoint
-from ultralbm_edge.runtime.backends.base import Backend, BackendError
+from ultralbm_edge.runtime.backends.base import Backend, BackendError, parse_device
 
 # Exact to the sequential reference and several times faster on the CPU (see tests/test_model.py).
 CPU_SCAN = "chunked"
@@ -26,15 +26,17 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None, scan: str = CPU_SCAN) -> None:
+        self.path = Path(path)
+        kind, index = parse_device(device)
         try:
             ckpt = load_checkpoint(path)
         except CheckpointError as e:
             raise BackendError(str(e)) from None
         if threads:
             torch.set_num_threads(threads)
-        self.device = torch.device(device or "cpu")
+        self.device = torch.device(kind, index) if kind == "cuda" else torch.device("cpu")
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendError(f"{path}: device cuda asked for, but PyTorch sees no CUDA GPU — use --device cpu")
+            raise BackendError(f"{path}: device {device} asked for, but PyTorch sees no CUDA GPU — use --device cpu")
         if self.device.type == "cuda" and scan == CPU_SCAN:
             scan = GPU_SCAN
         self.model = ckpt.model.to(self.device).set_scan_strategy(scan)

@@ -27,4 +27,6 @@ def open_backend(model: str | Path, backend: str = "auto", threads: int | None =
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise BackendError(f"{path}: the {fmt.name} backend needs a package that is not installed ({e}) — {fmt.install}") from None
-    return getattr(module, class_name)(path, threads=threads, device=device)
+    backend = getattr(module, class_name)(path, threads=threads, device=device)
+    backend.check_output_contract()
+    return backend

@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from ..formats import INPUT_NAME, OUTPUT_NAME
 from ..metadata import MetadataError, ModelMetadata
-from .base import Backend, BackendError
+from .base import Backend, BackendError, parse_device
 
 # Execution providers tried for device="cuda", best first; CPU is always the fallback.
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -26,15 +26,16 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         available = ort.get_available_providers()
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
+        providers: list = ["CPUExecutionProvider"]
+        kind, index = parse_device(device)
+        if kind == "cuda":
             gpu = [p for p in GPU_PROVIDERS if p in available]
             if not gpu:
                 raise BackendError(
-                    f"{self.path}: device cuda asked for, but this onnxruntime has only {available} — "
+                    f"{self.path}: device {device} asked for, but this onnxruntime has only {available} — "
                     "install onnxruntime-gpu or use --device cpu"
                 )
-            providers = gpu + providers
+            providers = [(p, {"device_id": index}) for p in gpu] + providers
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as e:  # ORT raises its own exception types (InvalidGraph, NoSuchFile, ...)
@@ -58,8 +59,9 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: expected one input {INPUT_NAME!r} of shape [N, 3, {size}, {size}], the model has {shapes} — "
                 "re-export it with `ultralbm-edge export`"
             )
-        if outputs[0].name != OUTPUT_NAME:
-            raise BackendError(f"{self.path}: expected output {OUTPUT_NAME!r}, the model has {[o.name for o in outputs]}")
+        if len(outputs) != 1 or outputs[0].name != OUTPUT_NAME or list(outputs[0].shape[1:]) != [1, size, size]:
+            shapes = [(o.name, o.shape) for o in outputs]
+            raise BackendError(f"{self.path}: expected one output {OUTPUT_NAME!r} of shape [N, 1, {size}, {size}], the model has {shapes}")
         batch_dim = inputs[0].shape[0]
         if isinstance(batch_dim, int):
             self.max_batch, self.fixed_batch = batch_dim, True

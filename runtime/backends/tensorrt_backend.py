@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import file_sha256
 from ..formats import INPUT_NAME, OUTPUT_NAME
 from .tensorrt_env import RTX_UNSUPPORTED_SM, TensorRTError, cuda_call, cuda_runtime, current_gpu, load_tensorrt, read_sidecar
 from .base import Backend
@@ -23,6 +24,11 @@ class TensorRTBackend(Backend):
         # threads and device: the open_backend signature; an engine runs on the GPU it was built for.
         self.path = Path(path)
         self.sidecar, self.metadata = read_sidecar(self.path)
+        if file_sha256(self.path) != self.sidecar.get("engine_sha256"):
+            raise TensorRTError(
+                f"{self.path}: does not match its sidecar {self.path.name}.json (sha256 differs: a different or damaged "
+                "engine) — rebuild it with `ultralbm-edge build-engine`"
+            )
         built = f"{self.sidecar['tensorrt_package']} {self.sidecar['tensorrt_version']}"
         try:
             self.trt = load_tensorrt(package or self.sidecar["tensorrt_package"])

@@ -11,20 +11,21 @@ import typer
 from ultralbm_edge.assets import DEFAULT_MODEL, SAMPLE_IMAGES
 
 from . import app
-from ._common import fail
+from ._common import device_option, fail, overwrite_option, threads_option
 
 
 @app.command()
 def benchmark(
     models: List[str] = typer.Argument(None, help="Model files (.onnx, .engine, .pth) or bundled names (default: ultralbm)."),
     batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
-    warmup: int = typer.Option(3, help="Untimed runs per batch size."),
-    runs: int = typer.Option(20, help="Timed runs per batch size."),
-    threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
+    warmup: int = typer.Option(3, min=0, max=1000, help="Untimed runs per batch size."),
+    runs: int = typer.Option(20, min=1, max=10000, help="Timed runs per batch size."),
+    threads: Optional[int] = threads_option(),
     images: Optional[Path] = typer.Option(None, help="Real images to time with (default: the bundled samples)."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
+    device: Optional[str] = device_option(),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    overwrite: bool = overwrite_option("an existing --json file"),
 ) -> None:
     """p50/p90/p99 latency and images/s per batch size, with preprocessing/postprocessing per image."""
     from rich.console import Console
@@ -33,7 +34,10 @@ def benchmark(
     from ultralbm_edge.runtime.backends import BackendError, open_backend
     from ultralbm_edge.runtime.benchmark import benchmark_model, environment, to_json
     from ultralbm_edge.runtime.dataset import DatasetError, first_images
-    from ultralbm_edge.runtime.files import write_text_atomic
+    from ultralbm_edge.runtime.files import check_output, write_text_atomic
+
+    if json_path:
+        check_output(json_path, overwrite=overwrite)
 
     try:
         sizes = sorted({int(b) for b in batch_sizes.split(",")})

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from . import app
-from ._common import fail, interactive, progress_reporter
+from ._common import fail, interactive, overwrite_option, progress_reporter
 
 
 @app.command()
@@ -17,7 +17,8 @@ def calibrate(
     images: Path = typer.Option(..., help="Folder of dermoscopy images (read through the same preprocessing)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Q/DQ ONNX to write (default: <model>.int8.onnx)."),
     method: str = typer.Option("percentile", help="Calibration method: minmax, entropy or percentile."),
-    num_images: int = typer.Option(256, help="How many images to calibrate on."),
+    num_images: int = typer.Option(256, min=1, max=100_000, help="How many images to calibrate on."),
+    overwrite: bool = overwrite_option("an existing Q/DQ ONNX"),
 ) -> None:
     """Write an INT8 (Q/DQ) ONNX calibrated on real images; it runs on ONNX Runtime and builds into TensorRT INT8."""
     from ultralbm_edge.calibration import CalibrationError, quantize_int8
@@ -26,9 +27,9 @@ def calibrate(
     try:
         if bar:
             with bar:
-                result = quantize_int8(model, images, output, method=method, num_images=num_images, progress=on_progress)
+                result = quantize_int8(model, images, output, method=method, num_images=num_images, progress=on_progress, overwrite=overwrite)
         else:
-            result = quantize_int8(model, images, output, method=method, num_images=num_images)
+            result = quantize_int8(model, images, output, method=method, num_images=num_images, overwrite=overwrite)
     except CalibrationError as e:
         fail(str(e))
     typer.echo(
@@ -46,14 +47,15 @@ def build_engine_cmd(
     implicit: bool = typer.Option(
         False, "--implicit", help="TensorRT 10 only: calibrate --calib images inside the builder (entropy) instead of Q/DQ."
     ),
-    batch: Optional[int] = typer.Option(None, help="Shortcut for --min 1 --opt N --max N on a dynamic-batch ONNX."),
-    min_batch: Optional[int] = typer.Option(None, "--min", help="Optimization profile: smallest batch."),
-    opt_batch: Optional[int] = typer.Option(None, "--opt", help="Optimization profile: batch tuned for."),
-    max_batch: Optional[int] = typer.Option(None, "--max", help="Optimization profile: largest batch."),
-    workspace: Optional[int] = typer.Option(None, help="Builder workspace limit in MB."),
+    batch: Optional[int] = typer.Option(None, min=1, max=4096, help="Shortcut for --min 1 --opt N --max N on a dynamic-batch ONNX."),
+    min_batch: Optional[int] = typer.Option(None, "--min", min=1, max=4096, help="Optimization profile: smallest batch."),
+    opt_batch: Optional[int] = typer.Option(None, "--opt", min=1, max=4096, help="Optimization profile: batch tuned for."),
+    max_batch: Optional[int] = typer.Option(None, "--max", min=1, max=4096, help="Optimization profile: largest batch."),
+    workspace: Optional[int] = typer.Option(None, min=1, help="Builder workspace limit in MB."),
     timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file, read and updated (speeds up rebuilds)."),
     trt_package: str = typer.Option("auto", help="auto, tensorrt or tensorrt_rtx."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine file (default: <model>.<precision>.engine)."),
+    overwrite: bool = overwrite_option("an existing engine (and its sidecar)"),
 ) -> None:
     """Build a TensorRT engine and its JSON sidecar (TensorRT 10/11 or TensorRT-RTX, whichever is installed)."""
     from ultralbm_edge.calibration import CalibrationError
@@ -63,7 +65,7 @@ def build_engine_cmd(
         result = engine_from_onnx(
             model, output, precision=precision, calib=calib, implicit=implicit, min_batch=min_batch or (1 if batch else None),
             opt_batch=opt_batch or batch, max_batch=max_batch or batch, workspace_mb=workspace, timing_cache=timing_cache,
-            package=trt_package,
+            package=trt_package, overwrite=overwrite,
         )  # fmt: skip
     except (TensorRTError, CalibrationError) as e:
         fail(str(e))

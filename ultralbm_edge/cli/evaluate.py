@@ -11,7 +11,7 @@ import typer
 from ultralbm_edge.assets import DEFAULT_MODEL
 
 from . import app
-from ._common import fail
+from ._common import batch_size_option, device_option, fail, overwrite_option
 
 
 @app.command()
@@ -20,14 +20,18 @@ def evaluate(
     data: Path = typer.Option(..., help="Folder with images/ and masks/ (same stems)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
-    batch_size: int = typer.Option(8, help="Images per inference batch."),
+    device: Optional[str] = device_option(),
+    batch_size: int = batch_size_option(),
+    overwrite: bool = overwrite_option("an existing --json file"),
 ) -> None:
     """DSC, IoU, accuracy, sensitivity, specificity (global confusion matrix at 256x256) and mean per-image Dice."""
     from ultralbm_edge.runtime.backends import BackendError, open_backend
     from ultralbm_edge.runtime.dataset import DatasetError
     from ultralbm_edge.runtime.evaluate import evaluate as run_evaluate
-    from ultralbm_edge.runtime.files import write_text_atomic
+    from ultralbm_edge.runtime.files import check_output, write_text_atomic
+
+    if json_path:
+        check_output(json_path, overwrite=overwrite)
 
     try:
         engine = open_backend(model, backend=backend, device=device)

@@ -10,7 +10,7 @@ import typer
 from ultralbm_edge.assets import DEFAULT_MODEL
 
 from . import app
-from ._common import fail, needs_torch
+from ._common import fail, needs_torch, overwrite_option
 
 
 @app.command()
@@ -30,6 +30,7 @@ def export(
     parity_images: Optional[Path] = typer.Option(None, help="Folder of images for the parity check."),
     engine: Optional[str] = typer.Option(None, help="Also build a TensorRT engine of this precision: fp32, fp16 or int8."),
     calib: Optional[Path] = typer.Option(None, help="With --engine int8: calibration images (a Q/DQ ONNX is written first)."),
+    overwrite: bool = overwrite_option("existing output files (never the checkpoint)"),
 ) -> None:
     """Export a checkpoint to an exact, self-describing ONNX model (and print a parity report)."""
     needs_torch("export")
@@ -46,7 +47,7 @@ def export(
         fail(str(e))
     out = output or Path(source.stem + (".fp16" if fp16 else "") + ".onnx")
     options = dict(scan=scan, image_size=image_size, batch=batch, dynamic_batch=dynamic_batch, opset=opset, fp16=fp16,
-                   check=check, parity_images=parity_images)  # fmt: skip
+                   check=check, parity_images=parity_images, overwrite=overwrite)  # fmt: skip
 
     def report(result) -> None:
         meta = result.metadata

@@ -10,7 +10,15 @@ import typer
 from ultralbm_edge.assets import DEFAULT_MODEL
 
 from . import app
-from ._common import fail, interactive, progress_reporter
+from ._common import (
+    batch_size_option,
+    device_option,
+    fail,
+    interactive,
+    progress_reporter,
+    threads_option,
+    workers_option,
+)
 
 
 @app.command()
@@ -23,15 +31,20 @@ def predict(
     overlay: bool = typer.Option(False, "--overlay", help="Also write overlays/<stem>.jpg (contour on the image)."),
     keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="Keep only the largest lesion."),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help="Fill holes inside the lesion."),
-    batch_size: int = typer.Option(8, help="Images per inference batch."),
-    workers: int = typer.Option(2, help="Threads decoding/preprocessing and writing."),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
-    threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
-    resume: bool = typer.Option(True, "--resume/--overwrite", help="Skip inputs whose outputs are complete."),
+    device: Optional[str] = device_option(),
+    threads: Optional[int] = threads_option(),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Redo every image, also with other settings (default: resume, skipping finished images)."
+    ),
+    max_megapixels: float = typer.Option(100.0, min=0.01, help="Refuse images declaring more pixels (decompression bombs)."),
+    max_file_mb: float = typer.Option(100.0, min=0.1, help="Refuse image files larger than this."),
 ) -> None:
     """Segment lesions in dermoscopy images; exit 0 if all succeeded, 1 if some inputs failed, 2 on usage errors."""
-    from ultralbm_edge.runtime.backends import BackendError, open_backend
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.imageio import ImageLimits
     from ultralbm_edge.runtime.predict import PredictOptions, iter_failures
     from ultralbm_edge.runtime.predict import predict as run_predict
 
@@ -40,11 +53,9 @@ def predict(
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         fail(f"input not found: {', '.join(missing)}")
-    try:
-        engine = open_backend(model, backend=backend, threads=threads, device=device)
-    except (BackendError, FileNotFoundError) as e:
-        fail(str(e))
-    opts = PredictOptions(threshold, save_probs, overlay, keep_largest, fill_holes, batch_size, workers, resume)
+    engine = open_backend(model, backend=backend, threads=threads, device=device)
+    opts = PredictOptions(threshold, save_probs, overlay, keep_largest, fill_holes, batch_size, workers, overwrite,
+                          ImageLimits(max_megapixels, max_file_mb))  # fmt: skip
     bar, on_progress = progress_reporter(interactive())
     if bar:
         with bar:

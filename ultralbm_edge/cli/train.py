@@ -10,18 +10,17 @@ import typer
 from ultralbm_edge.assets import DEFAULT_MODEL
 
 from . import app
-from ._common import fail, needs_torch
+from ._common import check_device, fail, needs_torch, overwrite_option
 
 
 def _run(cfg) -> None:
-    from ultralbm_edge.runtime.dataset import DatasetError
     from ultralbm_edge.train import train
 
-    try:
-        result = train(cfg)
-    except (DatasetError, RuntimeError, FileNotFoundError) as e:
-        fail(str(e))
+    result = train(cfg)
     typer.echo(f"done: best val loss {result['best_val_loss']:.4f}; best.pth, last.pth, metrics.csv in {result['out']}")
+
+
+DEVICE_HELP = "cpu, cuda or cuda:N (several GPUs: launch with torchrun)."
 
 
 @app.command("train")
@@ -29,14 +28,15 @@ def train_cmd(
     data: Path = typer.Option(..., help="Folder with train/images, train/masks, val/images, val/masks."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.pth, last.pth, metrics.csv/json)."),
     variant: str = typer.Option(DEFAULT_MODEL, help="A registered model: ultralbm or ultralbm-t."),
-    epochs: int = typer.Option(300, help="Epochs (paper: 300)."),
-    batch_size: int = typer.Option(8, help="Batch size (paper: 8)."),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate (paper: 1e-3)."),
-    device: str = typer.Option("cpu", help="cpu or cuda (several GPUs: launch with torchrun)."),
+    epochs: int = typer.Option(300, min=1, help="Epochs (paper: 300)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, max=1024, help="Batch size (paper: 8)."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate, > 0 (paper: 1e-3)."),
+    device: str = typer.Option("cpu", callback=check_device, help=DEVICE_HELP),
     seed: int = typer.Option(42, help="Random seed."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/last.pth."),
-    stop_after_minutes: Optional[float] = typer.Option(None, help="End cleanly after the epoch that crosses this."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last.pth."),
+    overwrite: bool = overwrite_option("an earlier run in OUTPUT (start over)"),
+    stop_after_minutes: Optional[float] = typer.Option(None, min=0.0, help="End cleanly after the epoch that crosses this."),
 ) -> None:
     """Train UltraLBM-UNet with the paper's recipe (BCE+Dice, AdamW, cosine schedule, flips and rotations)."""
     needs_torch("train")
@@ -45,7 +45,7 @@ def train_cmd(
     if not (data / "train").is_dir():
         fail(f"{data}: expected train/ and val/ sub-folders (each with images/ and masks/)")
     _run(TrainConfig(str(data), str(output), variant, epochs, batch_size, lr, device=device, seed=seed, amp=amp,
-                     resume=resume, stop_after_minutes=stop_after_minutes))  # fmt: skip
+                     resume=resume, overwrite=overwrite, stop_after_minutes=stop_after_minutes))  # fmt: skip
 
 
 @app.command("distill")
@@ -53,21 +53,18 @@ def distill_cmd(
     teacher: str = typer.Option(..., help="Teacher checkpoint (.pth or a bundled name)."),
     data: Path = typer.Option(..., help="Folder with train/ and val/ (images/, masks/)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder for the UltraLBM-UNet-T student."),
-    epochs: int = typer.Option(300, help="Epochs."),
-    batch_size: int = typer.Option(8, help="Batch size."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    epochs: int = typer.Option(300, min=1, help="Epochs."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, max=1024, help="Batch size."),
+    device: str = typer.Option("cpu", callback=check_device, help=DEVICE_HELP),
     seed: int = typer.Option(42, help="Random seed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/last.pth."),
-    stop_after_minutes: Optional[float] = typer.Option(None, help="End cleanly after the epoch that crosses this."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last.pth."),
+    overwrite: bool = overwrite_option("an earlier run in OUTPUT (start over)"),
+    stop_after_minutes: Optional[float] = typer.Option(None, min=0.0, help="End cleanly after the epoch that crosses this."),
 ) -> None:
     """Distill UltraLBM-UNet-T (0.5x channels) from a teacher with the hybrid loss of §3.6."""
     needs_torch("distill")
-    from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
+    from ultralbm_edge.runtime.model_files import resolve_model
     from ultralbm_edge.train import TrainConfig
 
-    try:
-        teacher_path = resolve_model(teacher)
-    except ModelNotFound as e:
-        fail(str(e))
     _run(TrainConfig(str(data), str(output), "ultralbm-t", epochs, batch_size, device=device, seed=seed, resume=resume,
-                     teacher=str(teacher_path), stop_after_minutes=stop_after_minutes))  # fmt: skip
+                     overwrite=overwrite, teacher=str(resolve_model(teacher)), stop_after_minutes=stop_after_minutes))  # fmt: skip

@@ -14,6 +14,12 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from ultralbm_edge.runtime.errors import UserError
+
+
+class UnknownModel(UserError, ValueError):
+    """A model name that no registered family provides."""
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -54,7 +60,7 @@ def model_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model variant {name!r}; choose one of {list_models()}") from None
+        raise UnknownModel(f"unknown model variant {name!r}; choose one of {list_models()}") from None
 
 
 def identify(state_dict: Mapping[str, Any]) -> list[str]:

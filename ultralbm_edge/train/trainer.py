@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import time
@@ -20,10 +21,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from filelock import FileLock, Timeout
 
 from ultralbm_edge import __version__
 from ultralbm_edge.checkpoint import load_checkpoint, save_checkpoint
-from ultralbm_edge.models import count_parameters, create_model
+from ultralbm_edge.models import count_parameters, create_model, model_spec
+from ultralbm_edge.runtime.backends.base import BackendError, parse_device
+from ultralbm_edge.runtime.errors import UserError
+from ultralbm_edge.runtime.files import write_text_atomic
 from ultralbm_edge.runtime.metrics import ConfusionAccumulator
 
 from .data import augment, load_split
@@ -49,6 +54,42 @@ class TrainConfig:
     limit: int | None = None  # use only the first N images of each split (smoke tests)
     scan: str = ""  # scan strategy; default: chunked on CPU, triton (else blelloch) on CUDA, all exact and differentiable
     stop_after_minutes: float | None = None  # end cleanly after the epoch that crosses this; --resume continues
+    overwrite: bool = False  # start over in a folder that holds an earlier run
+
+    def validate(self) -> None:
+        """Refuse settings that cannot train, before any data is loaded."""
+        bounds = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+                  "weight_decay": self.weight_decay >= 0, "t_max": self.t_max >= 1, "eta_min": self.eta_min >= 0}  # fmt: skip
+        for name, ok in bounds.items():
+            if not ok:
+                raise TrainError(f"--{name.replace('_', '-')} {getattr(self, name)} is out of range (see `ultralbm-edge train --help`)")
+        model_spec(self.variant)
+        try:
+            parse_device(self.device)
+        except BackendError as e:
+            raise TrainError(str(e)) from None
+        if self.resume and self.overwrite:
+            raise TrainError("--resume continues a run and --overwrite starts it over: pass one of them")
+
+
+class TrainError(UserError, ValueError):
+    """A training run cannot start as asked."""
+
+
+# What a run folder holds; an existing one is continued (--resume) or replaced (--overwrite), never silently.
+RUN_FILES = ("best.pth", "last.pth", "metrics.csv", "metrics.json")
+
+
+def _claim_run_folder(out: Path, cfg: TrainConfig) -> None:
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"{out}: is a file — choose a run folder with -o")
+    earlier = [name for name in RUN_FILES if (out / name).exists()]
+    if earlier and not (cfg.resume or cfg.overwrite):
+        raise TrainError(
+            f"{out}: already holds a training run ({', '.join(earlier)}) — pass --resume to continue it, "
+            "--overwrite to start over, or choose another -o"
+        )
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def _distributed() -> tuple[int, int]:
@@ -62,10 +103,11 @@ def _distributed() -> tuple[int, int]:
 
 
 def _device(cfg: TrainConfig, rank: int) -> torch.device:
-    if cfg.device == "cuda":
+    kind, index = parse_device(cfg.device)
+    if kind == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda: PyTorch sees no CUDA GPU — use --device cpu")
-        local = int(os.environ.get("LOCAL_RANK", rank))
+            raise TrainError(f"--device {cfg.device}: PyTorch sees no CUDA GPU — use --device cpu")
+        local = int(os.environ.get("LOCAL_RANK", index))  # torchrun: one GPU per process
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
@@ -94,11 +136,26 @@ def _evaluate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
 
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Train (or, with ``cfg.teacher``, distill) and write best.pth, last.pth and metrics.{csv,json} to ``cfg.out``."""
+    cfg.validate()
+    out = Path(cfg.out)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the run folder
+        return _train(cfg, out, log)
+    _claim_run_folder(out, cfg)
+    lock = FileLock(str(out / ".ultralbm.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TrainError(f"{out}: another training run is writing to this folder — wait for it, or choose another -o") from None
+    try:
+        return _train(cfg, out, log)
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, out: Path, log) -> dict[str, Any]:
     rank, world = _distributed()
     device = _device(cfg, rank)
     torch.manual_seed(cfg.seed + rank)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     data = Path(cfg.data)
     train_x, train_y = load_split(data / "train", limit=cfg.limit)
     val_x, val_y = load_split(data / "val", limit=cfg.limit)
@@ -189,8 +246,9 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
 
 
 def _write_history(out: Path, history: list[dict[str, float]]) -> None:
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    (out / "metrics.json").write_text(json.dumps(history, indent=1) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(out / "metrics.csv", buf.getvalue())
+    write_text_atomic(out / "metrics.json", json.dumps(history, indent=1) + "\n")
