@@ -65,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    ckpt = load_checkpoint(resolve_model(args.checkpoint))
+    ckpt = load_checkpoint(resolve_model(args.checkpoint, "torch"))
     images = np.stack([preprocess(read_image(p)) for p in find_images([Path(args.images)])[:8]])
     ref_model = ckpt.model
     with torch.no_grad(), ref_model.using_scan("sequential"):

@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp())
-    source = resolve_model(args.checkpoint)
+    source = resolve_model(args.checkpoint, "torch")
     fp32 = export_onnx(source, tmp / "m.onnx", scan=args.scan, dynamic_batch=True).path
     fp16 = export_onnx(source, tmp / "m.fp16.onnx", scan=args.scan, dynamic_batch=True, fp16=True).path
     int8 = quantize_int8(fp32, args.calib, tmp / "m.int8.onnx", method=args.method, num_images=args.num_images)

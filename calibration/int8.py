@@ -14,6 +14,8 @@ quantizing them costs accuracy or has no INT8 kernel:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import time
 from dataclasses import dataclass
@@ -94,6 +96,7 @@ def quantize_int8(
     num_images: int = 256,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    quiet: bool = True,
 ) -> CalibrationResult:
     """Write a Q/DQ INT8 copy of ``onnx_path`` (default ``<model>.int8.onnx``) calibrated on ``num_images`` images
     from ``images``; an existing output is replaced only with ``overwrite``, never if it is the input."""
@@ -123,20 +126,22 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(Path(tmp) / "int8.onnx"),
-            DermoscopyReader(batches),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=excluded,
-            calibrate_method=METHODS[method],
-            # TensorRT dequantizes only 8-bit (and FP8/4-bit) tensors: biases stay FP32, not INT32.
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )
+        # ONNX Runtime's calibrators print their steps ("Collecting tensor data ..."); ``quiet`` keeps them off stdout.
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            quantize_static(
+                str(prepared),
+                str(Path(tmp) / "int8.onnx"),
+                DermoscopyReader(batches),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=QUANTIZED_OPS,
+                nodes_to_exclude=excluded,
+                calibrate_method=METHODS[method],
+                # TensorRT dequantizes only 8-bit (and FP8/4-bit) tensors: biases stay FP32, not INT32.
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            )
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta.precision = "int8"
     meta.extra = {**meta.extra, "calibration": {"method": method, "images": len(data), "source": str(images)}}

@@ -130,7 +130,7 @@ def export_onnx(
     output = Path(output)
     scan = resolve_scan(scan, target)
     try:
-        source = Path(checkpoint.path) if isinstance(checkpoint, Checkpoint) else resolve_model(checkpoint)
+        source = Path(checkpoint.path) if isinstance(checkpoint, Checkpoint) else resolve_model(checkpoint, "torch")
         _check_request(output, source, image_size, batch, opset, overwrite)  # the cheap refusals before loading
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(source)
     except (CheckpointError, ModelNotFound) as e:

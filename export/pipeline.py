@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ultralbm_edge.checkpoint import Checkpoint
+from ultralbm_edge.runtime.backends.tensorrt_env import load_tensorrt
 from ultralbm_edge.runtime.files import check_output
 from ultralbm_edge.runtime.formats import UnknownFormat, format_named
 
@@ -48,7 +49,9 @@ def export_engine(
     ``on_exported`` hears of the ONNX before the (longer) engine build starts."""
     output = Path(output)
     onnx_output = Path(onnx_output) if onnx_output else output.with_suffix(".onnx")
-    check_output(output, overwrite=overwrite)  # before the export: a refusal must come before minutes of work
+    # The refusals before the export's minutes of work: no TensorRT, or an engine that exists.
+    load_tensorrt(export_options.pop("package", "auto"))
+    check_output(output, overwrite=overwrite)
     exported = export_onnx(checkpoint, onnx_output, target="tensorrt", overwrite=overwrite, **export_options)
     if on_exported:
         on_exported(exported)

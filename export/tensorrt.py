@@ -27,6 +27,7 @@ from typing import Any
 import onnx
 
 from ultralbm_edge.runtime.files import OutputError, check_output, file_sha256, write_bytes_atomic, write_text_atomic
+from ultralbm_edge.runtime.verbosity import verbose
 from ultralbm_edge.runtime.metadata import PRECISIONS, MetadataError, ModelMetadata, read_onnx_metadata
 from ultralbm_edge.runtime.backends.tensorrt_env import TensorRT, TensorRTError, gpu_description, load_tensorrt, sidecar_path
 
@@ -82,7 +83,7 @@ def typed_source(trt: TensorRT, model: onnx.ModelProto, meta: ModelMetadata, pre
 def parse(trt: TensorRT, model_bytes: bytes, source: str):
     """Parse ONNX bytes into a network; a rejected operator is reported by node and op type."""
     t = trt.module
-    logger = t.Logger(t.Logger.ERROR)
+    logger = t.Logger(t.Logger.INFO if verbose() else t.Logger.ERROR)
     builder = t.Builder(logger)
     flags = 1 << int(t.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if trt.strongly_typed_only else 0
     network = builder.create_network(flags)
@@ -136,6 +137,12 @@ def batch_profile(builder, network, config, image_size: int, batch: BatchProfile
     return {"min": lo, "opt": opt, "max": hi}, profile, []
 
 
+def engine_path(onnx_path: Path, precision: str) -> Path:
+    """``model.onnx`` -> ``model.<precision>.engine``, named once: ``model.int8.onnx`` (a Q/DQ copy) -> ``model.int8.engine``."""
+    stem = onnx_path.name[: -len(onnx_path.suffix)] if onnx_path.suffix else onnx_path.name
+    return onnx_path.with_name(stem + (".engine" if stem.endswith(f".{precision}") else f".{precision}.engine"))
+
+
 def _compute_capabilities(config) -> list[str]:
     n = getattr(config, "num_compute_capabilities", 0)
     return [str(config.get_compute_capability(i)).split(".")[-1] for i in range(n)]
@@ -170,7 +177,7 @@ def build_engine(
         raise TensorRTError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if not onnx_path.is_file():
         raise TensorRTError(f"{onnx_path}: no such ONNX file — export one with `ultralbm-edge export`")
-    output = Path(output) if output else onnx_path.with_suffix(f".{precision}.engine")
+    output = Path(output) if output else engine_path(onnx_path, precision)
     try:
         for path in (output, sidecar_path(output)):
             check_output(path, inputs=[onnx_path], overwrite=overwrite)
@@ -253,7 +260,7 @@ def engine_from_onnx(
     from ultralbm_edge.calibration import quantize_int8
 
     onnx_path = Path(onnx_path)
-    output = Path(output) if output else onnx_path.with_suffix(f".{precision}.engine")
+    output = Path(output) if output else engine_path(onnx_path, precision)
     source = onnx_path
     if precision == "int8" and calib is not None and implicit:
         options["implicit_calibration"] = calib

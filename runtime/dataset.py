@@ -110,8 +110,21 @@ def read_mask(path: Path, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     return mask.astype(np.float64) / (1.0 if mask.max() <= 1 else 255.0)
 
 
+@dataclass
+class LabelledImage:
+    x: np.ndarray  # preprocessed image (3, S, S) float32
+    truth: np.ndarray  # expert mask (S, S) float64 in [0, 1], resized like the authors' test code
+    truth_full: np.ndarray  # expert mask at the image's own size, float64 in [0, 1]
+
+
 def load_pair(image: Path, mask: Path, size: int, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, np.ndarray]:
-    """(preprocessed image (3, S, S) float32, mask (S, S) float64 in [0, 1] resized like the authors' test code)."""
+    """(preprocessed image, mask at the model's size): what training and the paper's metrics use."""
+    case = load_labelled(image, mask, size, limits)
+    return case.x, case.truth
+
+
+def load_labelled(image: Path, mask: Path, size: int, limits: ImageLimits = DEFAULT_LIMITS) -> LabelledImage:
+    """An image and its expert mask, checked to belong together (same size)."""
     rgb = read_image(image, limits)
     try:
         truth = read_mask(mask, limits)
@@ -122,4 +135,4 @@ def load_pair(image: Path, mask: Path, size: int, limits: ImageLimits = DEFAULT_
             f"{mask}: the mask is {truth.shape[1]}x{truth.shape[0]} but its image {image.name} is "
             f"{rgb.shape[1]}x{rgb.shape[0]} — masks must have their image's size"
         )
-    return preprocess(rgb, size), resize_mask(truth, size)
+    return LabelledImage(preprocess(rgb, size), resize_mask(truth, size), truth)

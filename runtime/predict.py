@@ -25,8 +25,9 @@ from ultralbm_edge import __version__
 from .backends import Backend
 from .files import OutputWriteError, file_sha256, write_failure
 from .imageio import DEFAULT_LIMITS, ImageLimits, ImageReadError, find_images, read_image, write_image, write_npy
-from .postprocess import PostprocessOptions, mask_stats, overlay, probability_to_mask
+from .postprocess import PostprocessOptions, clean_mask, full_size, mask_stats, overlay
 from .preprocess import preprocess
+from .report import Case, overlay_thumbnail, write_report
 from .run_folder import RunFolder, RunSettings, input_key, input_stamp
 
 
@@ -37,6 +38,7 @@ class PredictOptions:
     overlay: bool = False
     keep_largest: bool = True
     fill_holes: bool = True
+    min_component_fraction: float = PostprocessOptions.min_component_fraction
     batch_size: int = 8
     workers: int = 2
     overwrite: bool = False  # redo every image (and accept new settings) instead of resuming
@@ -64,11 +66,35 @@ class PredictSummary:
 @dataclass
 class _Loaded:
     path: Path
-    x: np.ndarray
+    x: np.ndarray | None  # preprocessed, when the batch stages preprocess in the worker threads
     height: int
     width: int
-    rgb: np.ndarray | None  # kept only for overlays
+    rgb: np.ndarray | None  # kept for overlays, and for stages that preprocess elsewhere
     decode_ms: float
+
+
+@dataclass
+class Inferred:
+    """One image's model output: the (S, S) probability map and, when the batch stages made them (on a GPU), the map
+    at the image's size and its thresholded 0/1 mask."""
+
+    prob: np.ndarray
+    full_prob: np.ndarray | None = None
+    raw_mask: np.ndarray | None = None
+
+
+class BatchStages:
+    """How predict turns decoded images into model outputs. This default is the torch-free path: preprocessing in
+    the worker threads (numpy), inference through ``backend.run``, resizing and thresholding in the workers
+    (OpenCV). A backend may offer faster stages (``Backend.batch_stages``: preprocessing and resizing on its GPU)."""
+
+    preprocess_in_workers = True
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def infer(self, items: list[_Loaded], threshold: float) -> list[Inferred]:
+        return [Inferred(p[0]) for p in self.backend.run(np.stack([item.x for item in items]))]
 
 
 def _outputs(out_dir: Path, stem: str, opts: PredictOptions) -> list[Path]:
@@ -81,20 +107,22 @@ def _outputs(out_dir: Path, stem: str, opts: PredictOptions) -> list[Path]:
     return paths
 
 
-def _load(path: Path, size: int, keep_rgb: bool, limits: ImageLimits) -> _Loaded:
+def _load(path: Path, size: int, keep_rgb: bool, preprocess_here: bool, limits: ImageLimits) -> _Loaded:
     t0 = time.perf_counter()
     rgb = read_image(path, limits)
-    x = preprocess(rgb, size)
-    return _Loaded(path, x, rgb.shape[0], rgb.shape[1], rgb if keep_rgb else None, (time.perf_counter() - t0) * 1e3)
+    x = preprocess(rgb, size) if preprocess_here else None
+    keep = keep_rgb or not preprocess_here
+    return _Loaded(path, x, rgb.shape[0], rgb.shape[1], rgb if keep else None, (time.perf_counter() - t0) * 1e3)
 
 
-def _write_outputs(item: _Loaded, prob: np.ndarray, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> tuple[np.ndarray, np.ndarray]:
+def _write_outputs(item: _Loaded, out: Inferred, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> tuple[np.ndarray, np.ndarray]:
     stem = item.path.stem
-    mask = probability_to_mask(prob, item.height, item.width, post)
-    full_prob = cv2.resize(prob, (item.width, item.height), interpolation=cv2.INTER_LINEAR) if prob.shape != mask.shape else prob
+    full_prob = out.full_prob if out.full_prob is not None else full_size(out.prob, item.height, item.width)
+    raw = out.raw_mask if out.raw_mask is not None else (full_prob >= post.threshold).astype(np.uint8)
+    mask = clean_mask(raw, post)
     try:
         if opts.save_probs:
-            write_npy(out_dir / "probs" / f"{stem}.npy", prob.astype(np.float32))
+            write_npy(out_dir / "probs" / f"{stem}.npy", out.prob.astype(np.float32))
         if opts.overlay and item.rgb is not None:
             write_image(out_dir / "overlays" / f"{stem}.jpg", overlay(item.rgb, mask))
         write_image(out_dir / "masks" / f"{stem}.png", mask)  # last: a complete mask marks the image as done
@@ -103,9 +131,9 @@ def _write_outputs(item: _Loaded, prob: np.ndarray, out_dir: Path, opts: Predict
     return mask, full_prob
 
 
-def _finish(item: _Loaded, prob: np.ndarray, infer_ms: float, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> dict:
+def _finish(item: _Loaded, out: Inferred, infer_ms: float, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> dict:
     t0 = time.perf_counter()
-    mask, full_prob = _write_outputs(item, prob, out_dir, opts, post)
+    mask, full_prob = _write_outputs(item, out, out_dir, opts, post)
     size, mtime = input_stamp(item.path)
     return {"path": input_key(item.path), "status": "ok", "error": "", "width": item.width, "height": item.height,
             **mask_stats(mask, full_prob), "decode_ms": round(item.decode_ms, 2), "infer_ms": round(infer_ms, 2),
@@ -162,15 +190,17 @@ def predict(
     out_dir = Path(out_dir)
     started = time.perf_counter()
     meta = backend.metadata
-    post = PostprocessOptions(meta.threshold if opts.threshold is None else opts.threshold, opts.keep_largest, opts.fill_holes)
+    post = PostprocessOptions(meta.threshold if opts.threshold is None else opts.threshold, opts.keep_largest,
+                              opts.fill_holes, opts.min_component_fraction)  # fmt: skip
     settings = RunSettings(file_sha256(backend.path), _model_facts(backend), post.threshold, post.keep_largest,
-                           post.fill_holes, tool_version=__version__)  # fmt: skip
+                           post.fill_holes, post.min_component_fraction, tool_version=__version__)  # fmt: skip
     paths = find_images([Path(p) for p in inputs], exclude=out_dir)
+    stages = backend.batch_stages(opts.batch_size) or BatchStages(backend)
     with RunFolder(out_dir, settings, opts.overwrite) as run:
         summary = PredictSummary(out_dir, run.results_csv)
         book = _Run(run, summary, len(paths), on_progress)
         todo = _plan(paths, out_dir, opts, run, book)
-        _pipeline(todo, backend, out_dir, opts, post, book)
+        _pipeline(todo, stages, backend.metadata.image_size, out_dir, opts, post, book)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -196,9 +226,9 @@ def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder
     return todo
 
 
-def _pipeline(todo: list[Path], backend: Backend, out_dir: Path, opts: PredictOptions, post: PostprocessOptions, book: _Run) -> None:
+def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, opts: PredictOptions, post: PostprocessOptions,
+              book: _Run) -> None:  # fmt: skip
     batch_size = max(1, opts.batch_size)
-    size = backend.metadata.image_size
     with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
         loads: deque[tuple[Path, Future]] = deque()
         pending = iter(todo)
@@ -210,7 +240,7 @@ def _pipeline(todo: list[Path], backend: Backend, out_dir: Path, opts: PredictOp
                 p = next(pending, None)
                 if p is None:
                     return
-                loads.append((p, pool.submit(_load, p, size, opts.overlay, opts.limits)))
+                loads.append((p, pool.submit(_load, p, size, opts.overlay, stages.preprocess_in_workers, opts.limits)))
 
         try:
             refill()
@@ -229,13 +259,13 @@ def _pipeline(todo: list[Path], backend: Backend, out_dir: Path, opts: PredictOp
                     continue
                 t0 = time.perf_counter()
                 try:
-                    probs = backend.run(np.stack([item.x for item in batch]))
+                    outputs = stages.infer(batch, post.threshold)
                 except Exception as e:
                     for item in batch:
                         book.fail(item.path, f"{item.path}: inference failed ({type(e).__name__}: {e})")
                     continue
                 infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-                writes += [(item.path, pool.submit(_finish, item, prob[0], infer_ms, out_dir, opts, post)) for item, prob in zip(batch, probs)]
+                writes += [(item.path, pool.submit(_finish, item, out, infer_ms, out_dir, opts, post)) for item, out in zip(batch, outputs)]
                 writes = _collect(writes, book, block=False)
             _collect(writes, book, block=True)
         except OutputWriteError:
@@ -262,3 +292,34 @@ def _collect(writes: list[tuple[Path, Future]], book: _Run, block: bool) -> list
 def iter_failures(summary: PredictSummary) -> Iterator[str]:
     for path, message in summary.failed:
         yield message if message.startswith(path) else f"{path}: {message}"
+
+
+def prediction_report(summary: PredictSummary, cases: int = 60, limits: ImageLimits = DEFAULT_LIMITS) -> Path:
+    """``report.html`` in the output folder: the counts, the ``cases`` least confident masks (empty ones first, then
+    the lowest mean probability inside the lesion) drawn on their images, and every image's row."""
+    rows = list(RunFolder.read_results(summary.results_csv).values())
+    ok = [r for r in rows if r["status"] == "ok"]
+
+    def confidence(row: dict) -> float:
+        return float(row["mean_prob_in_lesion"]) if row.get("mean_prob_in_lesion") else -1.0
+
+    drawn = []
+    for row in sorted(ok, key=confidence)[:cases]:
+        image = Path(row["path"])
+        mask_path = summary.out_dir / "masks" / f"{image.stem}.png"
+        try:
+            rgb, mask = read_image(image, limits), cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        except ImageReadError:
+            continue  # the input was moved or changed since: its row stays in the table below
+        facts = {"lesion": f"{float(row['lesion_fraction']) * 100:.1f} % of the image",
+                 "mean probability in lesion": row.get("mean_prob_in_lesion") or "(empty mask)"}  # fmt: skip
+        drawn.append(Case(image.name, overlay_thumbnail(rgb, mask), facts))
+    failed = [r for r in rows if r["status"] != "ok"]
+    summary_rows = [{"images": len(rows), "segmented (ok)": len(ok), "failed": len(failed), "output": str(summary.out_dir)}]
+    table = [{"image": Path(r["path"]).name, "status": r["status"], "lesion fraction": r.get("lesion_fraction", ""),
+              "mean prob in lesion": r.get("mean_prob_in_lesion", ""), "error": r.get("error", "")} for r in failed + ok]  # fmt: skip
+    return write_report(
+        summary.out_dir / "report.html", "ultralbm-edge predict", f"{len(rows)} images in {summary.out_dir}", summary_rows,
+        drawn, f"The {len(drawn)} least confident masks (empty first, then lowest mean probability in the lesion)",
+        table, "Every image (failures first)",
+    )  # fmt: skip

@@ -54,6 +54,7 @@ class RunSettings:
     threshold: float
     keep_largest: bool
     fill_holes: bool
+    min_component_fraction: float = 0.0  # what folders written before this setting existed used
     tool_version: str = field(default="", compare=False)  # recorded; the preprocessing id in ``model`` is compared
 
     def differences(self, other: "RunSettings") -> list[str]:
@@ -139,13 +140,18 @@ class RunFolder:
         write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
 
     def _read_rows(self) -> dict[str, dict[str, str]]:
-        if not self.results_csv.is_file():
+        return self.read_results(self.results_csv)
+
+    @staticmethod
+    def read_results(results_csv: Path) -> dict[str, dict[str, str]]:
+        """The latest row per image of a results.csv (a line cut by a kill is ignored)."""
+        if not results_csv.is_file():
             return {}
         rows: dict[str, dict[str, str]] = {}
-        with open(self.results_csv, newline="") as f:
+        with open(results_csv, newline="") as f:
             for row in csv.DictReader(f):
-                if row.get("path") and row.get("status") and None not in row:  # a line cut by a kill is ignored
-                    rows[_csv_text(row["path"])] = row
+                if row.get("path") and row.get("status") and None not in row:
+                    rows[_csv_text(row["path"])] = {**row, "path": _csv_text(row["path"])}
         return rows
 
     def is_done(self, path: Path, outputs: Iterable[Path], mask: Path) -> bool:
@@ -191,7 +197,7 @@ class RunFolder:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self._read_rows().values())
+        writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in self._read_rows().values())
         try:
             write_text_atomic(self.results_csv, buf.getvalue())
         except OSError:

@@ -20,7 +20,7 @@ def val_batch(isic_val) -> np.ndarray:
 
 def test_int8_qdq_runs_on_ort_and_keeps_sensitive_parts_fp32(onnx_model, isic_val, tmp_path, val_batch):
     out = tmp_path / "m.int8.onnx"
-    res = run_cli("calibrate", str(onnx_model), "--images", str(isic_val / "images"), "-o", str(out),
+    res = run_cli("calibrate", "-m", str(onnx_model), "--images", str(isic_val / "images"), "-o", str(out),
                   "--num-images", "32", "--method", "minmax")  # fmt: skip
     assert res.returncode == 0, res.stderr
     model = onnx.load(str(out))
@@ -67,5 +67,5 @@ def test_calibration_bad_inputs(onnx_model, isic_val, tmp_path):
     onnx.save(foreign, str(tmp_path / "foreign.onnx"))
     with pytest.raises(CalibrationError, match="has no ultralbm-edge metadata"):
         quantize_int8(tmp_path / "foreign.onnx", few, num_images=3)
-    res = run_cli("calibrate", str(onnx_model), "--images", str(empty))
+    res = run_cli("calibrate", "-m", str(onnx_model), "--images", str(empty))
     assert res.returncode == 2 and "no images" in res.stderr

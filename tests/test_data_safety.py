@@ -25,10 +25,12 @@ import torch
 from conftest import cli_exe, run_cli
 
 def _one_line_error(res: subprocess.CompletedProcess, contains: str) -> None:
+    """Exit 2 and the error as one line on stderr (beside it at most the progress lines of what ran before)."""
     assert res.returncode == 2, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-1500:]
-    assert contains in lines[0], lines[0]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-1500:]
+    assert res.stderr.rstrip().endswith(errors[0]), res.stderr[-1500:]  # the error is the last word
+    assert contains in errors[0], errors[0]
 
 
 def _rows(out: Path) -> dict[str, dict[str, str]]:
@@ -168,20 +170,20 @@ def test_no_command_overwrites_its_input_and_existing_outputs_need_overwrite(off
     ckpt = tmp_path / "best.pth"
     ckpt.write_bytes((official_dir / "best.pth").read_bytes())
     before = ckpt.read_bytes()
-    _one_line_error(run_cli("export", str(ckpt), "-o", str(ckpt), "--no-check", "--overwrite"), "is also an input")
+    _one_line_error(run_cli("export", "-m", str(ckpt), "-o", str(ckpt), "--no-check", "--overwrite"), "is also an input")
     assert ckpt.read_bytes() == before
     model = tmp_path / "m.onnx"
     model.write_bytes(onnx_model.read_bytes())
-    _one_line_error(run_cli("calibrate", str(model), "--images", str(isic_val / "images"), "-o", str(model), "--overwrite"),
+    _one_line_error(run_cli("calibrate", "-m", str(model), "--images", str(isic_val / "images"), "-o", str(model), "--overwrite"),
                     "is also an input")  # fmt: skip
     existing = tmp_path / "existing.onnx"
     existing.write_bytes(b"keep me")
-    _one_line_error(run_cli("export", str(ckpt), "-o", str(existing), "--no-check"), "pass --overwrite")
+    _one_line_error(run_cli("export", "-m", str(ckpt), "-o", str(existing), "--no-check"), "pass --overwrite")
     assert existing.read_bytes() == b"keep me"
     json_out = tmp_path / "scores.json"
     json_out.write_text("{}")
-    _one_line_error(run_cli("evaluate", str(onnx_model), "--data", str(isic_val), "--json", str(json_out)), "pass --overwrite")
-    assert run_cli("export", str(ckpt), "-o", str(existing), "--no-check", "--overwrite").returncode == 0
+    _one_line_error(run_cli("evaluate", "-m", str(onnx_model), "--data", str(isic_val), "--json", str(json_out)), "pass --overwrite")
+    assert run_cli("export", "-m", str(ckpt), "-o", str(existing), "--no-check", "--overwrite").returncode == 0
     assert onnx.load(str(existing)).graph.node
 
 
@@ -272,7 +274,7 @@ def test_checkpoint_metadata_is_validated(official_dir, tmp_path, field, value, 
     payload = {"format": FORMAT, "variant": "ultralbm", "image_size": 256, "threshold": 0.5,
                "preprocessing": "minmax255-rgb-aa-bilinear-v1", "state_dict": sd, field: value}  # fmt: skip
     torch.save(payload, tmp_path / "c.pth")
-    _one_line_error(run_cli("info", str(tmp_path / "c.pth")), message)
+    _one_line_error(run_cli("info", "-m", str(tmp_path / "c.pth")), message)
 
 
 # 11. Evaluation pairs by relative path, understands 0/1 masks, refuses wrong-size masks.
@@ -294,13 +296,13 @@ def test_evaluate_pairs_by_relative_path_and_reads_01_masks(onnx_model, isic_val
         (flat / "masks" / f"{img.stem}.png").write_bytes((isic_val / "masks" / f"{img.stem}.png").read_bytes())
     scores = []
     for folder in (data, flat):
-        res = run_cli("evaluate", str(onnx_model), "--data", str(folder), "--json", str(folder / "s.json"))
+        res = run_cli("evaluate", "-m", str(onnx_model), "--data", str(folder), "--json", str(folder / "s.json"))
         assert res.returncode == 0, res.stderr
         scores.append(json.loads((folder / "s.json").read_text())["dsc"])
     assert scores[0] == pytest.approx(scores[1], abs=1e-3) and scores[0] > 0.5
     mask = data / "masks" / "a" / "case0.png"
     cv2.imwrite(str(mask), np.zeros((100, 80), np.uint8))
-    _one_line_error(run_cli("evaluate", str(onnx_model), "--data", str(data)), "case0.png: the mask is 80x100")
+    _one_line_error(run_cli("evaluate", "-m", str(onnx_model), "--data", str(data)), "case0.png: the mask is 80x100")
 
 
 # 12. Outputs follow the umask.
@@ -381,16 +383,16 @@ def test_engine_bytes_must_match_the_sidecar(tmp_path):
         (["predict", "{images}", "-m", "{garbage_onnx}", "-o", "{tmp}/o"], "ONNX Runtime cannot load"),
         (["predict", "{images}", "-m", "{bad_meta_onnx}", "-o", "{tmp}/o"], "threshold 'abc'"),
         (["predict", "{images}", "-m", "{tampered_engine}", "-o", "{tmp}/o"], "unreadable engine sidecar"),
-        (["info", "{garbage_onnx}"], "garbage.onnx"),
-        (["evaluate", "{onnx}", "--data", "{images}"], "expected sub-folders images/ and masks/"),
-        (["benchmark", "{onnx}", "--batch-sizes", "x"], "--batch-sizes 'x'"),
-        (["calibrate", "{onnx}", "--images", "{images}", "--method", "bogus", "-o", "{tmp}/q.onnx"], "unknown --method 'bogus'"),
-        (["build-engine", "{file}"], "not a readable ONNX file"),
+        (["info", "-m", "{garbage_onnx}"], "garbage.onnx"),
+        (["evaluate", "-m", "{onnx}", "--data", "{images}"], "expected sub-folders images/ and masks/"),
+        (["benchmark", "-m", "{onnx}", "--batch-sizes", "x"], "--batch-sizes 'x'"),
+        (["calibrate", "-m", "{onnx}", "--images", "{images}", "--method", "bogus", "-o", "{tmp}/q.onnx"], "unknown --method 'bogus'"),
+        (["build-engine", "-m", "{file}"], "not a readable ONNX file"),
         (["train", "--data", "{tmp}", "-o", "{tmp}/r", "--lr", "-1"], "--lr -1.0 is out of range"),
         (["train", "--data", "{tmp}", "-o", "{tmp}/r", "--variant", "bogus"], "unknown model variant 'bogus'"),
-        (["export", "{tmp}/missing.pth"], "model file not found"),
+        (["export", "-m", "{tmp}/missing.pth"], "model file not found"),
         (["predict", "{images}", "-m", "{onnx}", "-o", "{tmp}/o", "--threshold", "1.5"], "--threshold 1.5"),
-        (["info", "{file}"], "cannot tell the format"),
+        (["info", "-m", "{file}"], "cannot tell the format"),
     ],
 )
 def test_error_paths_are_one_line(onnx_model, images, tmp_path, args, message):
@@ -444,5 +446,5 @@ def test_unsafe_pickle_is_named_unsafe(tmp_path):
             return (os.system, (f"touch {tmp_path / 'ran'}",))
 
     torch.save({"weights": Payload()}, tmp_path / "evil.pth")
-    _one_line_error(run_cli("info", str(tmp_path / "evil.pth")), "refused as unsafe")
+    _one_line_error(run_cli("info", "-m", str(tmp_path / "evil.pth")), "refused as unsafe")
     assert not (tmp_path / "ran").exists()

@@ -58,7 +58,7 @@ def test_onnx_runtime_only_form_is_rejected_with_the_remedy(exported_scans):
 
 
 def test_export_engine_shortcut(tmp_path):
-    res = run_cli("export", "ultralbm-t", "-o", str(tmp_path / "t.onnx"), "--engine", "fp16", "--no-check")
+    res = run_cli("export", "-m", "ultralbm-t", "-o", str(tmp_path / "t.onnx"), "--engine", "fp16", "--no-check")
     assert res.returncode == 0, res.stderr
     assert "scan=blelloch" in res.stdout and (tmp_path / "t.fp16.engine").stat().st_size > 100_000
     side = json.loads((tmp_path / "t.fp16.engine.json").read_text())
@@ -140,7 +140,7 @@ def test_implicit_calibration_is_refused_where_types_are_strong(trt_onnx, isic_v
         pytest.skip(f"{TRT.package} {TRT.version} offers implicit calibration (covered by the TensorRT 10 test)")
     with pytest.raises(CalibrationError, match="no implicit INT8 calibration .*ultralbm-edge calibrate"):
         entropy_calibrator(TRT, isic_val / "images", tmp_path / "c.cache", batch=8, size=256)
-    res = run_cli("build-engine", str(trt_onnx), "--precision", "int8", "--calib", str(isic_val / "images"), "--implicit",
+    res = run_cli("build-engine", "-m", str(trt_onnx), "--precision", "int8", "--calib", str(isic_val / "images"), "--implicit",
                   "-o", str(tmp_path / "m.engine"))  # fmt: skip
     assert res.returncode == 2 and "strongly typed" in res.stderr and not (tmp_path / "m.engine").exists()
 

@@ -23,7 +23,7 @@ def test_metrics_from_one_global_confusion_matrix():
 def test_evaluate_matches_the_authors_validation_score(onnx_model, official_dir, tmp_path):
     """The official run recorded its best PH2-val DSC/IoU with the authors' test code; ours must agree."""
     official = json.loads((official_dir / "official_run.json").read_text())
-    res = run_cli("evaluate", str(onnx_model), "--data", str(official_dir.parents[1] / "data" / "ph2" / "val"),
+    res = run_cli("evaluate", "-m", str(onnx_model), "--data", str(official_dir.parents[1] / "data" / "ph2" / "val"),
                   "--json", str(tmp_path / "m.json"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     m = json.loads((tmp_path / "m.json").read_text())
@@ -35,12 +35,12 @@ def test_evaluate_matches_the_authors_validation_score(onnx_model, official_dir,
 
 def test_evaluate_rejects_a_folder_without_masks(onnx_model, tmp_path):
     (tmp_path / "images").mkdir()
-    res = run_cli("evaluate", str(onnx_model), "--data", str(tmp_path))
+    res = run_cli("evaluate", "-m", str(onnx_model), "--data", str(tmp_path))
     assert res.returncode == 2 and "expected sub-folders images/ and masks/" in res.stderr
 
 
 def test_benchmark_side_by_side_json(onnx_model, official_dir, tmp_path):
-    res = run_cli("benchmark", str(onnx_model), str(official_dir / "best.pth"), "--batch-sizes", "1,2", "--runs", "2",
+    res = run_cli("benchmark", "-m", str(onnx_model), "-m", str(official_dir / "best.pth"), "--batch-sizes", "1,2", "--runs", "2",
                   "--warmup", "1", "--json", str(tmp_path / "b.json"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "b.json").read_text())

@@ -41,7 +41,7 @@ def test_every_strategy_is_exact_small_and_self_describing(exported_scans, scan)
     meta = read_onnx_metadata(result.path)
     assert (meta.scan_strategy, meta.variant, meta.image_size, meta.precision) == (scan, "ultralbm", 256, "fp32")
     assert meta.fp32_scopes == ["/mamba/"] and meta.unquantized_scopes == ["/encoder1/", "/final/"]  # from the registry
-    assert meta.source_checkpoint_sha256 == hashlib.sha256(resolve_model("ultralbm").read_bytes()).hexdigest()
+    assert meta.source_checkpoint_sha256 == hashlib.sha256(resolve_model("ultralbm", "torch").read_bytes()).hexdigest()
     model = onnx.load(str(result.path))
     onnx.checker.check_model(model, full_check=True)
     ops = {n.op_type for n in model.graph.node}
@@ -105,7 +105,7 @@ def test_parity_gate_refuses_a_graph_without_the_recurrence(exported_scans, tmp_
     from ultralbm_edge.export import check_parity
     from ultralbm_edge.runtime.dataset import load_images
 
-    model = load_checkpoint(resolve_model("ultralbm")).model.eval()
+    model = load_checkpoint(resolve_model("ultralbm", "torch")).model.eval()
     with memoryless_scan():
         model.set_scan_strategy("memoryless")
         torch.onnx.export(model, (torch.zeros(1, 3, 256, 256),), str(tmp_path / "m.onnx"), input_names=["image"],
@@ -148,7 +148,7 @@ def test_auto_picks_per_target_and_refuses_ort_only_forms_for_tensorrt():
     ],
 )
 def test_bad_export_requests_fail_with_one_line_and_write_nothing(tmp_path, args, message):
-    res = run_cli("export", "ultralbm", "-o", str(tmp_path / "m.onnx"), *args)
+    res = run_cli("export", "-m", "ultralbm", "-o", str(tmp_path / "m.onnx"), *args)
     assert res.returncode == 2 and message in res.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -156,7 +156,7 @@ def test_bad_export_requests_fail_with_one_line_and_write_nothing(tmp_path, args
 def test_foreign_checkpoint_and_missing_output_dir(tmp_path):
     foreign = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}, foreign)
-    res = run_cli("export", str(foreign), "-o", str(tmp_path / "m.onnx"))
+    res = run_cli("export", "-m", str(foreign), "-o", str(tmp_path / "m.onnx"))
     assert res.returncode == 2 and "resnet.pth" in res.stderr and not (tmp_path / "m.onnx").exists()
     with pytest.raises(ExportError, match="output directory .*missing does not exist"):
         export_onnx(foreign, tmp_path / "missing" / "m.onnx")

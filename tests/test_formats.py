@@ -44,9 +44,9 @@ def test_suffixes_and_names_resolve_and_unknown_ones_are_named(tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
 def test_every_format_round_trips_through_its_backend(fmt, tmp_path):
-    ckpt = load_checkpoint(resolve_model("ultralbm"))
+    ckpt = load_checkpoint(resolve_model("ultralbm", "torch"))
     if fmt.exporter is None:
-        path = resolve_model("ultralbm")
+        path = resolve_model("ultralbm", "torch")
     else:
         if fmt.name == "tensorrt":
             try:

@@ -8,6 +8,7 @@ import torch
 
 from ultralbm_edge.ops import selective_scan
 from ultralbm_edge.runtime.imageio import read_image
+from ultralbm_edge.runtime.metrics import dice
 from ultralbm_edge.runtime.parity import compare
 from ultralbm_edge.runtime.preprocess import preprocess
 
@@ -398,7 +399,7 @@ def count_head(*args, **kwargs):
 sepconv.sep_conv_tokens, upsample.up2_fused = count_branch, count_head
 x = torch.rand(1, 3, 32, 32) * 255
 # The bundled model (one-channel head: fused), and a two-class one (its head runs after the upsampling kernel).
-for model, heads in [(load_checkpoint(resolve_model("ultralbm")).model, 1), (UltraLBMUNet(num_classes=2).eval(), 0)]:
+for model, heads in [(load_checkpoint(resolve_model("ultralbm", "torch")).model, 1), (UltraLBMUNet(num_classes=2).eval(), 0)]:
     calls.update(branch=0, head=0)
     with torch.no_grad():
         eager = model(x)
@@ -422,3 +423,49 @@ def test_fused_kernels_in_triton_interpreter_on_cpu():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_device_preprocessing_equals_the_numpy_reference_on_cpu(ph2_val_images, isic_val):
+    """``gpu.batch_stages.preprocess_on_device`` is the runtime's preprocessing (checked here on CPU tensors;
+    the CUDA check below runs it on the GPU)."""
+    from ultralbm_edge.gpu.batch_stages import preprocess_on_device
+
+    for path in [*sorted(ph2_val_images.glob("*.jpg"))[:2], *sorted((isic_val / "images").glob("*.jpg"))[:2]]:
+        rgb = read_image(path)
+        got = preprocess_on_device(torch.from_numpy(rgb[None]), 256)[0].numpy()
+        assert np.abs(got - preprocess(rgb)).max() <= 1e-3, path
+
+
+@needs_cuda
+def test_device_preprocessing_matches_the_numpy_reference_on_the_gpu(ph2_val_images, isic_val):
+    from ultralbm_edge.gpu.batch_stages import preprocess_on_device
+
+    for path in [*sorted(ph2_val_images.glob("*.jpg"))[:4], *sorted((isic_val / "images").glob("*.jpg"))[:4]]:
+        rgb = read_image(path)
+        got = preprocess_on_device(torch.from_numpy(rgb[None]).cuda(), 256)[0].cpu().numpy()
+        assert np.abs(got - preprocess(rgb)).max() <= 1e-3, path
+
+
+@needs_cuda
+def test_gpu_folder_prediction_matches_the_cpu_path(official_dir, ph2_val_images, isic_val, tmp_path):
+    """predict with the GPU batch stages vs the CPU stages on the same model: every mask within Dice 0.999, the same
+    rows, on full-resolution PH2 and 256-px ISIC images in one folder (two sizes in a batch)."""
+    import cv2
+
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.predict import BatchStages, PredictOptions, predict
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in [*sorted(ph2_val_images.glob("*.jpg"))[:10], *sorted((isic_val / "images").glob("*.jpg"))[:20]]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    backend = open_backend(official_dir / "best.pth", device="cuda")
+    assert backend.batch_stages(16) is not None
+    gpu = predict([folder], backend, tmp_path / "gpu", PredictOptions(batch_size=16, workers=4))
+    backend.batch_stages = lambda batch_size=8: BatchStages(backend)
+    cpu = predict([folder], backend, tmp_path / "cpu", PredictOptions(batch_size=16, workers=4))
+    assert gpu.ok == cpu.ok == 30
+    for mask in (tmp_path / "cpu" / "masks").iterdir():
+        a = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0
+        b = cv2.imread(str(tmp_path / "gpu" / "masks" / mask.name), cv2.IMREAD_GRAYSCALE) > 0
+        assert a.shape == b.shape and dice(a, b) >= 0.999, mask.name

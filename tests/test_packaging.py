@@ -63,17 +63,17 @@ def test_device_commands_work_without_torch(torchless_env, onnx_model, exported_
     images = isic_val / "images"
     one = sorted(images.glob("*.jpg"))[0]
     commands = [
-        ["info", str(onnx_model)],
+        ["info", "-m", str(onnx_model)],
         ["predict", str(one), "-m", str(onnx_model), "-o", str(tmp_path / "out")],
-        ["evaluate", str(onnx_model), "--data", str(REPO / "ultralbm_edge" / "samples")],
-        ["benchmark", str(onnx_model), "--batch-sizes", "1", "--runs", "2", "--warmup", "1"],
-        ["calibrate", str(onnx_model), "--images", str(images), "--num-images", "8", "-o", str(tmp_path / "q.onnx")],
+        ["evaluate", "-m", str(onnx_model), "--data", str(REPO / "ultralbm_edge" / "samples")],
+        ["benchmark", "-m", str(onnx_model), "--batch-sizes", "1", "--runs", "2", "--warmup", "1"],
+        ["calibrate", "-m", str(onnx_model), "--images", str(images), "--num-images", "8", "-o", str(tmp_path / "q.onnx")],
     ]
     if HAVE_TRT:
         engine = tmp_path / "m.fp16.engine"
         commands += [
-            ["build-engine", str(exported_scans["blelloch"].path), "--precision", "fp16", "-o", str(engine)],
-            ["info", str(engine)],
+            ["build-engine", "-m", str(exported_scans["blelloch"].path), "--precision", "fp16", "-o", str(engine)],
+            ["info", "-m", str(engine)],
         ]
     for args in commands:
         res = _run(torchless_env, tmp_path, *args)
@@ -83,7 +83,7 @@ def test_device_commands_work_without_torch(torchless_env, onnx_model, exported_
 
 @pytest.mark.parametrize(
     "args",
-    [["export", "ultralbm"], ["demo"], ["info", "ultralbm"], ["train", "--data", ".", "-o", "run"],
+    [["export", "-m", "ultralbm"], ["demo"], ["info", "-m", str(REPO / "ultralbm_edge" / "weights" / "ultralbm.pth")], ["train", "--data", ".", "-o", "run"],
      ["distill", "--teacher", "ultralbm", "--data", ".", "-o", "run"]],
 )  # fmt: skip
 def test_commands_that_need_torch_say_so_in_one_line(torchless_env, tmp_path, args):

@@ -25,7 +25,9 @@ GPU_SCAN = "triton"
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, path: Path, threads: int | None = None, device: str | None = None, scan: str = CPU_SCAN) -> None:
+    def __init__(
+        self, path: Path, threads: int | None = None, device: str | None = None, scan: str = CPU_SCAN, compile: bool = False
+    ) -> None:
         self.path = Path(path)
         kind, index = parse_device(device)
         try:
@@ -39,12 +41,14 @@ class TorchBackend(Backend):
             raise BackendError(f"{path}: device {device} asked for, but PyTorch sees no CUDA GPU — use --device cpu")
         if self.device.type == "cuda" and scan == CPU_SCAN:
             scan = GPU_SCAN
+        if compile and self.device.type != "cuda":
+            raise BackendError(f"{path}: --compile builds CUDA graphs with torch.compile; it needs --device cuda")
         self.model = ckpt.model.to(self.device).set_scan_strategy(scan)
         self._graphs = None
         if self.device.type == "cuda":
             from ultralbm_edge.gpu import CudaGraphRunner
 
-            self._graphs = CudaGraphRunner(self.model, device=self.device, scan=scan)
+            self._graphs = CudaGraphRunner(self.model, device=self.device, scan=scan, compile=compile)
         self.metadata = ckpt.metadata(scan_strategy=scan)
 
     @torch.inference_mode()
@@ -52,6 +56,14 @@ class TorchBackend(Backend):
         if self._graphs is not None:
             return self._graphs.run(batch)
         return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+    def batch_stages(self, batch_size: int = 64):
+        """On a GPU: preprocessing and resizing next to the model (``gpu.batch_stages``); on the CPU, the default."""
+        if self._graphs is None:
+            return None
+        from ultralbm_edge.gpu.batch_stages import GpuBatchStages
+
+        return GpuBatchStages(self._graphs, self.metadata.image_size, batch_size)
 
     def describe(self) -> dict[str, str]:
         gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine()

@@ -56,6 +56,11 @@ class Backend:
         """Device, library versions and execution provider, for benchmark reports."""
         raise NotImplementedError
 
+    def batch_stages(self, batch_size: int = 8):  # -> runtime.predict.BatchStages | None
+        """Faster stages for folder prediction in batches of ``batch_size`` on this backend's device (a GPU), or None
+        for the CPU path."""
+        return None
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 in [0, 255] -> (N, 1, S, S) float32 probabilities, for any N."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from ..formats import INPUT_NAME, OUTPUT_NAME
 from ..metadata import MetadataError, ModelMetadata
+from ..verbosity import ort_log_severity
 from .base import Backend, BackendError, parse_device
 
 # Execution providers tried for device="cuda", best first; CPU is always the fallback.
@@ -22,6 +23,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None) -> None:
         self.path = Path(path)
         options = ort.SessionOptions()
+        options.log_severity_level = ort_log_severity()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -75,4 +77,5 @@ class OnnxRuntimeBackend(Backend):
             "onnxruntime": ort.__version__,
             "providers": ",".join(self.session.get_providers()),
             "device": platform.processor() or platform.machine(),
+            "threads": str(self.session.get_session_options().intra_op_num_threads or "default"),
         }

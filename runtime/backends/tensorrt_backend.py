@@ -13,6 +13,7 @@ import numpy as np
 
 from ..files import file_sha256
 from ..formats import INPUT_NAME, OUTPUT_NAME
+from ..verbosity import verbose
 from .tensorrt_env import RTX_UNSUPPORTED_SM, TensorRTError, cuda_call, cuda_runtime, current_gpu, load_tensorrt, read_sidecar
 from .base import Backend
 
@@ -53,7 +54,7 @@ class TensorRTBackend(Backend):
             raise TensorRTError(f"{self.path}: built with {built} for {', '.join(targets)}; this machine has {gpu} (sm_{sm[0]}{sm[1]}) — rebuild")
         self.gpu = gpu
         t = self.trt.module
-        self._logger = t.Logger(t.Logger.WARNING)
+        self._logger = t.Logger(t.Logger.INFO if verbose() else t.Logger.ERROR)
         self.engine = t.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise TensorRTError(f"{self.path}: TensorRT could not deserialize the engine (corrupt or built for another GPU)")

@@ -12,13 +12,14 @@ import typer
 
 from ultralbm_edge import __version__
 
-from ._common import EXIT_USAGE
+from ._common import EXIT_USAGE, Verbosity
 
 app = typer.Typer(
     name="ultralbm-edge",
     help="UltraLBM-UNet skin-lesion segmentation: export, engines, batch inference, benchmarking.",
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -31,8 +32,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print results and errors only (no progress)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show ONNX Runtime's and TensorRT's own logs."),
 ) -> None:
     """UltraLBM-UNet skin-lesion segmentation: export, engines, batch inference, benchmarking."""
+    from ultralbm_edge.runtime.verbosity import set_verbose
+
+    Verbosity.level = 0 if quiet else 2 if verbose else 1
+    set_verbose(verbose)
 
 
 # Command modules register themselves on ``app`` when imported.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, NoReturn, Optional
 
 import typer
 
@@ -31,16 +34,68 @@ def interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def progress_reporter(enabled: bool, description: str = "segmenting"):
-    """A rich progress bar on an interactive terminal; nothing in CI or when piped."""
-    if not enabled:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+class Verbosity:
+    """-q (0): results and errors only; default (1): progress too; -v (2): the libraries' own logs as well."""
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-    task = bar.add_task(description, total=None)
-    on_progress: Callable[[int, int], None] = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
-    return bar, on_progress
+    level = 1
+
+
+def say(message: str) -> None:
+    """A line of progress or context (not a result): on stderr, so that stdout stays parseable; silent with -q."""
+    if Verbosity.level > 0:
+        typer.echo(message, err=True)
+
+
+# When stderr is not a terminal (CI, nohup, a pipe), progress is a plain line this often.
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback ``(done, total)``: a rich bar on a terminal, a plain line every few seconds otherwise
+    (and a last one at the end), nothing with -q."""
+    if Verbosity.level == 0:
+        yield lambda done, total: None
+        return
+    if interactive():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn(), console=_stderr_console())  # fmt: skip
+        task = bar.add_task(description, total=None)
+        with bar:
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+        return
+    started = last = time.monotonic()
+    state = {"done": 0, "total": 0}
+
+    def plain(done: int, total: int) -> None:
+        nonlocal last
+        state.update(done=done, total=total)
+        if time.monotonic() - last >= PLAIN_PROGRESS_EVERY_S:
+            last = time.monotonic()
+            say(f"{description}: {done}/{total} after {last - started:.0f} s")
+
+    yield plain
+    if state["total"]:
+        say(f"{description}: {state['done']}/{state['total']} in {time.monotonic() - started:.1f} s")
+
+
+@contextmanager
+def status(description: str) -> Iterator[None]:
+    """A step without a count (tracing, an engine build): a spinner on a terminal, one line otherwise."""
+    if Verbosity.level > 0 and interactive():
+        with _stderr_console().status(description):
+            yield
+        return
+    say(f"{description} ...")
+    yield
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _usable_cpus() -> int:
@@ -83,3 +138,30 @@ def workers_option() -> Any:
 
 def overwrite_option(what: str = "an existing output") -> Any:
     return typer.Option(False, "--overwrite", help=f"Replace {what} (never an input of the command).")
+
+
+def model_option(help_text: str = "A .onnx, .engine or .pth file, or a bundled name (default: the bundled model).") -> Any:
+    from ultralbm_edge.assets import DEFAULT_MODEL
+
+    return typer.Option(DEFAULT_MODEL, "--model", "-m", help=help_text)
+
+
+def check_outputs(*paths: Optional[Path], overwrite: bool) -> None:
+    """Apply the output rule to every file a command will write, before it starts working."""
+    from ultralbm_edge.runtime.files import check_output
+
+    for path in paths:
+        if path is not None and str(path) != "-":
+            check_output(path, overwrite=overwrite)
+
+
+def write_result(path: Path, text: str, overwrite: bool) -> None:
+    """A result file (JSON, CSV) under the output rule, or standard output for ``-``."""
+    from ultralbm_edge.runtime.files import check_output, write_text_atomic
+
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    check_output(path, overwrite=overwrite)
+    write_text_atomic(path, text)
+    say(f"wrote {path}")

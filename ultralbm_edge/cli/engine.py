@@ -8,12 +8,12 @@ from typing import Optional
 import typer
 
 from . import app
-from ._common import fail, interactive, overwrite_option, progress_reporter
+from ._common import Verbosity, overwrite_option, progress, say, status
 
 
 @app.command()
 def calibrate(
-    model: Path = typer.Argument(..., help="An FP32 ONNX exported by `ultralbm-edge export`."),
+    model: Path = typer.Option(..., "--model", "-m", help="An FP32 ONNX exported by `ultralbm-edge export`."),
     images: Path = typer.Option(..., help="Folder of dermoscopy images (read through the same preprocessing)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Q/DQ ONNX to write (default: <model>.int8.onnx)."),
     method: str = typer.Option("percentile", help="Calibration method: minmax, entropy or percentile."),
@@ -21,17 +21,11 @@ def calibrate(
     overwrite: bool = overwrite_option("an existing Q/DQ ONNX"),
 ) -> None:
     """Write an INT8 (Q/DQ) ONNX calibrated on real images; it runs on ONNX Runtime and builds into TensorRT INT8."""
-    from ultralbm_edge.calibration import CalibrationError, quantize_int8
+    from ultralbm_edge.calibration import quantize_int8
 
-    bar, on_progress = progress_reporter(interactive(), "calibrating")
-    try:
-        if bar:
-            with bar:
-                result = quantize_int8(model, images, output, method=method, num_images=num_images, progress=on_progress, overwrite=overwrite)
-        else:
-            result = quantize_int8(model, images, output, method=method, num_images=num_images, overwrite=overwrite)
-    except CalibrationError as e:
-        fail(str(e))
+    with progress("reading calibration images") as on_progress:
+        result = quantize_int8(model, images, output, method=method, num_images=num_images, progress=on_progress,
+                               overwrite=overwrite, quiet=Verbosity.level < 2)  # fmt: skip
     typer.echo(
         f"wrote {result.path}: {result.method} calibration on {result.n_images} images in {result.seconds:.1f} s; "
         f"{result.quantized_nodes} tensors quantized, {result.excluded_nodes} nodes kept FP32 (Mamba blocks, depthwise, "
@@ -41,7 +35,7 @@ def calibrate(
 
 @app.command("build-engine")
 def build_engine_cmd(
-    model: Path = typer.Argument(..., help="ONNX from `ultralbm-edge export` (or its INT8 Q/DQ copy)."),
+    model: Path = typer.Option(..., "--model", "-m", help="ONNX from `ultralbm-edge export` (or its INT8 Q/DQ copy)."),
     precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
     calib: Optional[Path] = typer.Option(None, help="For int8 from an FP32 ONNX: calibration images (Q/DQ first)."),
     implicit: bool = typer.Option(
@@ -58,24 +52,21 @@ def build_engine_cmd(
     overwrite: bool = overwrite_option("an existing engine (and its sidecar)"),
 ) -> None:
     """Build a TensorRT engine and its JSON sidecar (TensorRT 10/11 or TensorRT-RTX, whichever is installed)."""
-    from ultralbm_edge.calibration import CalibrationError
-    from ultralbm_edge.export.tensorrt import TensorRTError, engine_from_onnx
+    from ultralbm_edge.export.tensorrt import engine_from_onnx
 
-    try:
+    with status(f"building a {precision} TensorRT engine from {model.name} (TensorRT takes a while)"):
         result = engine_from_onnx(
             model, output, precision=precision, calib=calib, implicit=implicit, min_batch=min_batch or (1 if batch else None),
             opt_batch=opt_batch or batch, max_batch=max_batch or batch, workspace_mb=workspace, timing_cache=timing_cache,
             package=trt_package, overwrite=overwrite,
         )  # fmt: skip
-    except (TensorRTError, CalibrationError) as e:
-        fail(str(e))
     report_engine(result, model, calib)
 
 
 def report_engine(result, model: Path, calib: Optional[Path]) -> None:
     """Print what an engine build from ``model`` wrote (also used by ``export --engine``)."""
     if result.source != model:
-        typer.echo(f"calibrated {result.source} on {calib}")
+        say(f"calibrated {result.source} on {calib}")
     side = result.sidecar
     typer.echo(
         f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB) + {result.path.name}.json in {result.seconds:.1f} s: "
@@ -83,4 +74,4 @@ def report_engine(result, model: Path, calib: Optional[Path]) -> None:
         f"targets: {side['compute_capabilities']}"
     )
     for note in result.notes:
-        typer.echo(f"note: {note}")
+        say(f"note: {note}")

@@ -1,4 +1,4 @@
-"""``ultralbm-edge evaluate MODEL --data DIR``: the paper's metrics for any model file."""
+"""``ultralbm-edge evaluate -m MODEL --data DIR``: accuracy on expert masks, overall and per image."""
 
 from __future__ import annotations
 
@@ -8,40 +8,59 @@ from typing import Optional
 
 import typer
 
-from ultralbm_edge.assets import DEFAULT_MODEL
-
 from . import app
-from ._common import batch_size_option, device_option, fail, overwrite_option
+from ._common import (
+    batch_size_option,
+    check_outputs,
+    device_option,
+    model_option,
+    overwrite_option,
+    progress,
+    say,
+    write_result,
+)
 
 
 @app.command()
 def evaluate(
-    model: str = typer.Argument(DEFAULT_MODEL, help="A .onnx, .engine or .pth file, or a bundled name."),
-    data: Path = typer.Option(..., help="Folder with images/ and masks/ (same stems)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    data: Path = typer.Option(..., help="Labelled folder: images/ and masks/ (paired by relative path and name)."),
+    model: str = model_option(),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every number as JSON here ('-': standard output)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write per-image scores (worst first) as CSV here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write an HTML report here (worst cases with both contours)."),
+    keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="As predict: drop specks."),
+    min_component: float = typer.Option(0.25, min=0.0, max=1.0, help="As predict: keep components of at least this fraction."),
+    fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help="As predict: fill holes."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
     device: Optional[str] = device_option(),
     batch_size: int = batch_size_option(),
-    overwrite: bool = overwrite_option("an existing --json file"),
+    overwrite: bool = overwrite_option("existing --json/--csv/--report files"),
 ) -> None:
-    """DSC, IoU, accuracy, sensitivity, specificity (global confusion matrix at 256x256) and mean per-image Dice."""
-    from ultralbm_edge.runtime.backends import BackendError, open_backend
-    from ultralbm_edge.runtime.dataset import DatasetError
+    """DSC, IoU, accuracy, sensitivity, specificity: raw (the paper's protocol, 256 px) and post-processed (exactly
+    what predict writes, at each image's size), with per-image Dice and IoU, worst first."""
+    from ultralbm_edge.runtime.backends import open_backend
     from ultralbm_edge.runtime.evaluate import evaluate as run_evaluate
-    from ultralbm_edge.runtime.files import check_output, write_text_atomic
+    from ultralbm_edge.runtime.evaluate import evaluation_report, per_image_csv
+    from ultralbm_edge.runtime.postprocess import PostprocessOptions
 
+    check_outputs(json_path, csv_path, report, overwrite=overwrite)
+    engine = open_backend(model, backend=backend, device=device)
+    post = PostprocessOptions(engine.metadata.threshold, keep_largest, fill_holes, min_component)
+    with progress("evaluating") as on_progress:
+        result = run_evaluate(engine, data, post=post, batch_size=batch_size, on_progress=on_progress)
+    pp = result["postprocessed"]
+    for label, m in (("raw", result), ("post-processed", pp)):
+        typer.echo(
+            f"{result['n_images']} images  {label:15s} DSC {m['dsc'] * 100:.2f}  IoU {m['iou'] * 100:.2f}  "
+            f"Acc {m['accuracy'] * 100:.2f}  Sens {m['sensitivity'] * 100:.2f}  Spec {m['specificity'] * 100:.2f}  "
+            f"mean Dice {m['mean_dice'] * 100:.2f}"
+        )
+    worst = ", ".join(f"{s['image']} ({s['dice']:.2f})" for s in result["per_image"][:3])
+    typer.echo(f"worst Dice: {worst}  ({engine.name}, {result['seconds']} s)")
     if json_path:
-        check_output(json_path, overwrite=overwrite)
-
-    try:
-        engine = open_backend(model, backend=backend, device=device)
-        result = run_evaluate(engine, data, batch_size=batch_size)
-    except (BackendError, DatasetError, FileNotFoundError) as e:
-        fail(str(e))
-    typer.echo(
-        f"{result['n_images']} images  DSC {result['dsc'] * 100:.2f}  IoU {result['iou'] * 100:.2f}  "
-        f"Acc {result['accuracy'] * 100:.2f}  Sens {result['sensitivity'] * 100:.2f}  "
-        f"Spec {result['specificity'] * 100:.2f}  mean Dice {result['mean_dice'] * 100:.2f}  ({engine.name}, {result['seconds']} s)"
-    )
-    if json_path:
-        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")
+        write_result(json_path, json.dumps(result, indent=2) + "\n", overwrite)
+    if csv_path:
+        write_result(csv_path, per_image_csv(result), overwrite)
+    if report:
+        say("drawing the report")
+        typer.echo(f"report: {evaluation_report(engine, result, report)}")

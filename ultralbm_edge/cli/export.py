@@ -10,12 +10,12 @@ import typer
 from ultralbm_edge.assets import DEFAULT_MODEL
 
 from . import app
-from ._common import fail, needs_torch, overwrite_option
+from ._common import needs_torch, overwrite_option, status
 
 
 @app.command()
 def export(
-    checkpoint: str = typer.Argument(DEFAULT_MODEL, help="A .pth checkpoint, or a bundled model name (ultralbm, ultralbm-t)."),
+    checkpoint: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .pth checkpoint, or a bundled model name (ultralbm, ultralbm-t)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="ONNX file to write (default: <checkpoint stem>.onnx)."),
     scan: str = typer.Option(
         "auto", help="Scan strategy: auto, blelloch, parallel, chunked, sequential, loop, linear_attention, plugin."
@@ -34,17 +34,12 @@ def export(
 ) -> None:
     """Export a checkpoint to an exact, self-describing ONNX model (and print a parity report)."""
     needs_torch("export")
-    from ultralbm_edge.calibration import CalibrationError
-    from ultralbm_edge.export import ExportError, export_engine, export_onnx
-    from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
-    from ultralbm_edge.runtime.backends.tensorrt_env import TensorRTError
+    from ultralbm_edge.export import export_engine, export_onnx
+    from ultralbm_edge.runtime.model_files import resolve_model
 
     from .engine import report_engine
 
-    try:
-        source = resolve_model(checkpoint)
-    except ModelNotFound as e:
-        fail(str(e))
+    source = resolve_model(checkpoint, "torch")
     out = output or Path(source.stem + (".fp16" if fp16 else "") + ".onnx")
     options = dict(scan=scan, image_size=image_size, batch=batch, dynamic_batch=dynamic_batch, opset=opset, fp16=fp16,
                    check=check, parity_images=parity_images, overwrite=overwrite)  # fmt: skip
@@ -58,13 +53,13 @@ def export(
         )
         typer.echo(result.parity.summary() if result.parity else "parity check skipped (--no-check)")
 
-    try:
+    with status(f"exporting {source.name} (tracing, checking parity on real images)"):
         if engine:
-            engine_path = out.with_suffix(f".{engine}.engine")
-            exported, built = export_engine(source, engine_path, onnx_output=out, precision=engine, calib=calib,
+            from ultralbm_edge.export.tensorrt import engine_path
+
+            exported, built = export_engine(source, engine_path(out, engine), onnx_output=out, precision=engine, calib=calib,
                                             on_exported=report, **options)  # fmt: skip
-            report_engine(built, exported.path, calib)
         else:
             report(export_onnx(source, out, target=target, **options))
-    except (ExportError, TensorRTError, CalibrationError) as e:
-        fail(str(e))
+    if engine:
+        report_engine(built, exported.path, calib)

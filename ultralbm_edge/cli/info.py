@@ -11,7 +11,7 @@ from ._common import fail, needs_torch
 
 
 @app.command()
-def info(model: str = typer.Argument(DEFAULT_MODEL, help="A .pth, .onnx or .engine file, or a bundled name.")) -> None:
+def info(model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .pth, .onnx or .engine file, or a bundled name.")) -> None:
     """Show a model file's variant, metadata, hash (and for checkpoints the parameter count and provenance)."""
     from ultralbm_edge.runtime.formats import UnknownFormat, format_for
     from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model

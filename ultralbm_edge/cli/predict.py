@@ -7,32 +7,39 @@ from typing import List, Optional
 
 import typer
 
-from ultralbm_edge.assets import DEFAULT_MODEL
-
 from . import app
 from ._common import (
-    batch_size_option,
+    CPUS,
     device_option,
     fail,
-    interactive,
-    progress_reporter,
+    model_option,
+    progress,
+    say,
     threads_option,
-    workers_option,
 )
 
 
 @app.command()
 def predict(
-    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .onnx, .engine or .pth file, or a bundled name."),
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively).", show_default=False),
+    model: str = model_option(),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (masks/, probs/, overlays/, results.csv)."),
     threshold: Optional[float] = typer.Option(None, help="Mask threshold (default: the model's, 0.5)."),
     save_probs: bool = typer.Option(False, "--save-probs", help="Also write probs/<stem>.npy (float32 model output)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write overlays/<stem>.jpg (contour on the image)."),
-    keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="Keep only the largest lesion."),
+    report: bool = typer.Option(False, "--report", help="Also write report.html: the cases to look at first, inline."),
+    keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="Drop specks smaller than --min-component."),
+    min_component: float = typer.Option(
+        0.25, min=0.0, max=1.0, help="Keep components at least this fraction of the largest one's area (0: the largest only)."
+    ),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help="Fill holes inside the lesion."),
-    batch_size: int = batch_size_option(),
-    workers: int = workers_option(),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", "-b", min=1, max=1024, help="Images per inference batch, 1-1024 (default: 64 on a GPU, else 8)."
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, max=64, help="Threads decoding and writing, 1-64 (default: up to 16 on a GPU, else 2)."
+    ),
+    compile: bool = typer.Option(False, "--compile", help="PyTorch checkpoints on a CUDA GPU: torch.compile inside the CUDA graphs."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
     device: Optional[str] = device_option(),
     threads: Optional[int] = threads_option(),
@@ -45,7 +52,7 @@ def predict(
     """Segment lesions in dermoscopy images; exit 0 if all succeeded, 1 if some inputs failed, 2 on usage errors."""
     from ultralbm_edge.runtime.backends import open_backend
     from ultralbm_edge.runtime.imageio import ImageLimits
-    from ultralbm_edge.runtime.predict import PredictOptions, iter_failures
+    from ultralbm_edge.runtime.predict import PredictOptions, iter_failures, prediction_report
     from ultralbm_edge.runtime.predict import predict as run_predict
 
     if threshold is not None and not 0.0 < threshold < 1.0:
@@ -53,21 +60,23 @@ def predict(
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         fail(f"input not found: {', '.join(missing)}")
-    engine = open_backend(model, backend=backend, threads=threads, device=device)
-    opts = PredictOptions(threshold, save_probs, overlay, keep_largest, fill_holes, batch_size, workers, overwrite,
-                          ImageLimits(max_megapixels, max_file_mb))  # fmt: skip
-    bar, on_progress = progress_reporter(interactive())
-    if bar:
-        with bar:
-            summary = run_predict(inputs, engine, output, opts, on_progress)
-    else:
-        summary = run_predict(inputs, engine, output, opts)
+    engine = open_backend(model, backend=backend, threads=threads, device=device, compile=compile)
+    on_gpu = engine.batch_stages() is not None
+    batch_size = batch_size or (64 if on_gpu else 8)
+    workers = workers or (min(16, CPUS) if on_gpu else 2)
+    say(f"model {engine.path} on {engine.name} ({engine.describe().get('device', '')}), batch {batch_size}, {workers} workers")
+    opts = PredictOptions(threshold, save_probs, overlay, keep_largest, fill_holes, min_component, batch_size, workers,
+                          overwrite, ImageLimits(max_megapixels, max_file_mb))  # fmt: skip
+    with progress("segmenting") as on_progress:
+        summary = run_predict(inputs, engine, output, opts, on_progress)
     if summary.total == 0:
         fail(f"no images found in {', '.join(map(str, inputs))} (looked for .jpg .jpeg .png .bmp .tif .tiff)")
     typer.echo(
         f"{summary.ok} segmented, {summary.skipped} already done, {len(summary.failed)} failed "
         f"in {summary.seconds:.1f} s with {engine.name} -> {summary.out_dir} (results.csv)"
     )
+    if report:
+        typer.echo(f"report: {prediction_report(summary)}")
     for line in iter_failures(summary):
         typer.secho(f"  failed: {line}", err=True, fg=typer.colors.YELLOW)
     raise typer.Exit(summary.exit_code)

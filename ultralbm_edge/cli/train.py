@@ -10,13 +10,14 @@ import typer
 from ultralbm_edge.assets import DEFAULT_MODEL
 
 from . import app
-from ._common import check_device, fail, needs_torch, overwrite_option
+from ._common import check_device, fail, needs_torch, overwrite_option, progress
 
 
 def _run(cfg) -> None:
     from ultralbm_edge.train import train
 
-    result = train(cfg)
+    with progress("training (batches)") as on_progress:
+        result = train(cfg, log=typer.echo, on_progress=on_progress)
     typer.echo(f"done: best val loss {result['best_val_loss']:.4f}; best.pth, last.pth, metrics.csv in {result['out']}")
 
 
@@ -67,4 +68,4 @@ def distill_cmd(
     from ultralbm_edge.train import TrainConfig
 
     _run(TrainConfig(str(data), str(output), "ultralbm-t", epochs, batch_size, device=device, seed=seed, resume=resume,
-                     overwrite=overwrite, teacher=str(resolve_model(teacher)), stop_after_minutes=stop_after_minutes))  # fmt: skip
+                     overwrite=overwrite, teacher=str(resolve_model(teacher, "torch")), stop_after_minutes=stop_after_minutes))  # fmt: skip

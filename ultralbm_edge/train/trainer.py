@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -134,12 +134,12 @@ def _evaluate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
     return {"val_loss": sum(losses) / len(images), "val_dsc": m["dsc"], "val_iou": m["iou"], "val_mean_dice": m["mean_dice"]}
 
 
-def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+def train(cfg: TrainConfig, log=print, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train (or, with ``cfg.teacher``, distill) and write best.pth, last.pth and metrics.{csv,json} to ``cfg.out``."""
     cfg.validate()
     out = Path(cfg.out)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the run folder
-        return _train(cfg, out, log)
+        return _train(cfg, out, log, on_progress)
     _claim_run_folder(out, cfg)
     lock = FileLock(str(out / ".ultralbm.lock"))
     try:
@@ -147,12 +147,12 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     except Timeout:
         raise TrainError(f"{out}: another training run is writing to this folder — wait for it, or choose another -o") from None
     try:
-        return _train(cfg, out, log)
+        return _train(cfg, out, log, on_progress)
     finally:
         lock.release()
 
 
-def _train(cfg: TrainConfig, out: Path, log) -> dict[str, Any]:
+def _train(cfg: TrainConfig, out: Path, log, on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     rank, world = _distributed()
     device = _device(cfg, rank)
     torch.manual_seed(cfg.seed + rank)
@@ -200,7 +200,8 @@ def _train(cfg: TrainConfig, out: Path, log) -> dict[str, Any]:
         t0 = time.perf_counter()
         order = torch.randperm(len(train_x), device=device, generator=generator)[rank::world]
         losses = []
-        for i in range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size):
+        steps = range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size)
+        for step, i in enumerate(steps):
             idx = order[i : i + cfg.batch_size]
             x, y = augment(train_x[idx], train_y[idx], generator)
             with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
@@ -218,6 +219,8 @@ def _train(cfg: TrainConfig, out: Path, log) -> dict[str, Any]:
             scaler.step(optimizer)
             scaler.update()
             losses.append(loss.detach())
+            if on_progress and rank == 0:  # batches of this run, across epochs (the CLI's bar)
+                on_progress((epoch - start_epoch) * len(steps) + step + 1, (cfg.epochs - start_epoch + 1) * len(steps))
         scheduler.step()
         train_loss = float(torch.stack(losses).mean())
         seconds = time.perf_counter() - t0

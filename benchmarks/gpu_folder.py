@@ -1,0 +1,126 @@
+"""Folder inference on a CUDA GPU: files on disk -> masks + results.csv on disk, against pure inference, one run.
+
+For each image set and batch size, side by side in one process:
+- ``pure``: ``backend.run`` on a preprocessed host batch (copies in and out included), and the graph alone on a batch
+  already in GPU memory;
+- ``gpu stages``: ``runtime.predict.predict`` with the GPU batch stages (decode in threads, preprocessing, resizing
+  and thresholding on the GPU; ``gpu.batch_stages``) — what ``ultralbm-edge predict --device cuda`` runs;
+- ``cpu stages``: the same run with the CPU stages (numpy preprocessing and OpenCV resizing in threads), the path
+  the GPU backend took before.
+Each end-to-end number is images / wall seconds of a whole ``predict`` call over a fresh output folder, after one
+untimed warm-up call (CUDA graphs captured, caches warm). Masks of the two paths are compared image by image (Dice).
+
+    python benchmarks/gpu_folder.py --checkpoint ultralbm --images <isic val images> --full-res <ph2 images> \
+        --copies 20 --batches 64 --json gpu_folder_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ultralbm_edge.runtime.backends import open_backend
+from ultralbm_edge.runtime.metrics import dice
+from ultralbm_edge.runtime.predict import BatchStages, PredictOptions, predict
+
+
+def replicate(folder: Path, copies: int, into: Path) -> Path:
+    """``copies`` copies of every image of ``folder`` under new names (a larger set of the same real images)."""
+    into.mkdir(parents=True)
+    for k in range(copies):
+        for p in sorted(folder.glob("*.jpg")):
+            shutil.copyfile(p, into / f"{p.stem}_c{k:03d}{p.suffix}")
+    return into
+
+
+def pure_rates(backend, batch: int, iters: int = 50) -> tuple[float, float]:
+    """Images/s of ``backend.run`` on a host batch (the issue's "pure inference": copies in and out included) and of
+    the graph alone on a batch already on the GPU."""
+    runner = backend._graphs
+    host = np.random.default_rng(0).uniform(0, 255, (batch, 3, 256, 256)).astype(np.float32)
+    device = runner.input_buffer(batch, (256, 256))
+    rates = []
+    for step in (lambda: backend.run(host), lambda: runner.run_device(device)):
+        for _ in range(5):
+            step()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+        rates.append(batch * iters / (time.perf_counter() - t0))
+    return rates[0], rates[1]
+
+
+def run_folder(backend, folder: Path, opts: PredictOptions, cpu_stages: bool, out: Path) -> float:
+    original = backend.batch_stages
+    if cpu_stages:
+        backend.batch_stages = lambda batch_size=8: BatchStages(backend)
+    try:
+        t0 = time.perf_counter()
+        summary = predict([folder], backend, out, opts)
+        seconds = time.perf_counter() - t0
+    finally:
+        backend.batch_stages = original
+    assert summary.ok == summary.total and not summary.failed, summary.failed[:3]
+    return summary.ok / seconds
+
+
+def mask_agreement(a: Path, b: Path) -> dict[str, float]:
+    dices = [dice(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 0, cv2.imread(str(b / p.name), cv2.IMREAD_GRAYSCALE) > 0)
+             for p in sorted(a.glob("*.png"))]  # fmt: skip
+    return {"images": len(dices), "min_dice": float(min(dices)), "mean_dice": float(np.mean(dices))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="ultralbm")
+    ap.add_argument("--images", type=Path, required=True, help="256-px JPEGs (ISIC 2017 val)")
+    ap.add_argument("--full-res", type=Path, help="full-resolution JPEGs (PH2)")
+    ap.add_argument("--copies", type=int, default=10, help="replicate each set this many times (a larger folder)")
+    ap.add_argument("--batches", default="64")
+    ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    backend = open_backend(args.checkpoint, backend="torch", device="cuda", compile=args.compile)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sets = {"isic 256 px": replicate(args.images, args.copies, tmp / "isic")}
+        if args.full_res:
+            sets["ph2 full res"] = replicate(args.full_res, max(1, args.copies // 4), tmp / "ph2")
+        for batch in (int(b) for b in args.batches.split(",")):
+            pure, graph_only = pure_rates(backend, batch)
+            for name, folder in sets.items():
+                n = len(list(folder.iterdir()))
+                opts = PredictOptions(batch_size=batch, workers=args.workers, overwrite=True)
+                run_folder(backend, folder, opts, False, tmp / "warm")  # capture graphs, warm caches
+                gpu = run_folder(backend, folder, opts, False, tmp / f"gpu_{batch}_{name}")
+                cpu = run_folder(backend, folder, opts, True, tmp / f"cpu_{batch}_{name}")
+                agree = mask_agreement(tmp / f"gpu_{batch}_{name}" / "masks", tmp / f"cpu_{batch}_{name}" / "masks")
+                row = {"set": name, "images": n, "batch": batch, "workers": args.workers, "pure_img_s": round(pure, 1),
+                       "graph_only_img_s": round(graph_only, 1),
+                       "gpu_stages_img_s": round(gpu, 1), "cpu_stages_img_s": round(cpu, 1),
+                       "gpu_stages_over_pure": round(gpu / pure, 3), "cpu_stages_over_pure": round(cpu / pure, 3),
+                       "mask_dice_gpu_vs_cpu_min": round(agree["min_dice"], 5), "mask_dice_gpu_vs_cpu_mean": round(agree["mean_dice"], 6)}  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cpus": os.cpu_count(), "compile": args.compile,
+           "checkpoint": args.checkpoint}  # fmt: skip
+    print(env)
+    if args.json:
+        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
