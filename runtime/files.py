@@ -103,9 +103,11 @@ def temp_name(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
+def atomic_path(path: Path | str, sync_folder: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s new content to; on a normal exit it is synced and renamed over
-    ``path``, on an exception removed. Code inside may also verify the temporary file before it is committed."""
+    ``path``, on an exception removed. Code inside may also verify the temporary file before it is committed.
+    ``sync_folder=False`` leaves syncing the rename itself to the caller (once for many files): the content is synced
+    before the rename either way, so a file under its final name is always complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
@@ -113,15 +115,21 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
         _fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync_path(path.parent, directory=True)
+        if sync_folder:
+            sync_folder_entries(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_atomic(path: Path | str, write: Callable[[Path], None]) -> None:
+def sync_folder_entries(folder: Path) -> None:
+    """Make the names created or renamed in ``folder`` durable."""
+    _fsync_path(folder, directory=True)
+
+
+def write_atomic(path: Path | str, write: Callable[[Path], None], sync_folder: bool = True) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then commit it (see :func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sync_folder) as tmp:
         write(tmp)
 
 

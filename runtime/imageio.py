@@ -57,6 +57,9 @@ class ImageReadError(UserError, ValueError):
         super().__init__(f"{path}: {problem} — {hint}")
         self.path, self.problem, self.hint = str(path), problem, hint
 
+    def __reduce__(self):  # raised in worker processes: rebuilt from its parts in the parent
+        return type(self), (self.path, self.problem, self.hint)
+
 
 def _read_regular_file(path: Path, limits: ImageLimits) -> bytes:
     """The bytes of ``path`` if it is a regular file within the size limit (checked on the open descriptor, so a
@@ -165,18 +168,18 @@ def find_images(inputs: Iterable[Path], exclude: Path | None = None) -> list[Pat
     return list(found)
 
 
-def write_image(path: Path, image: np.ndarray) -> None:
+def write_image(path: Path, image: np.ndarray, sync_folder: bool = True) -> None:
     """Write ``image`` (BGR or grayscale uint8) in the format its suffix names (.png, .jpg), completely or not at all:
     encoded in memory first, so a full disk is an error here instead of an empty file OpenCV reports as written."""
     ok, encoded = cv2.imencode(path.suffix, image)
     if not ok:
         raise ValueError(f"OpenCV cannot encode an image as {path.suffix}")
-    write_atomic(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    write_atomic(path, lambda tmp: tmp.write_bytes(encoded.tobytes()), sync_folder)
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
+def write_npy(path: Path, array: np.ndarray, sync_folder: bool = True) -> None:
     def _write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array)
 
-    write_atomic(path, _write)
+    write_atomic(path, _write, sync_folder)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -89,6 +90,9 @@ class BatchStages:
     (OpenCV). A backend may offer faster stages (``Backend.batch_stages``: preprocessing and resizing on its GPU)."""
 
     preprocess_in_workers = True
+    # Worker processes instead of threads: for stages that feed thousands of images a second, the per-image Python
+    # work (decoding checks, mask statistics, file writes) would otherwise queue on the GIL.
+    worker_processes = False
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -121,11 +125,12 @@ def _write_outputs(item: _Loaded, out: Inferred, out_dir: Path, opts: PredictOpt
     raw = out.raw_mask if out.raw_mask is not None else (full_prob >= post.threshold).astype(np.uint8)
     mask = clean_mask(raw, post)
     try:
+        # The folders' entries are synced once when the run closes (RunFolder); each file's content before its rename.
         if opts.save_probs:
-            write_npy(out_dir / "probs" / f"{stem}.npy", out.prob.astype(np.float32))
+            write_npy(out_dir / "probs" / f"{stem}.npy", out.prob.astype(np.float32), sync_folder=False)
         if opts.overlay and item.rgb is not None:
-            write_image(out_dir / "overlays" / f"{stem}.jpg", overlay(item.rgb, mask))
-        write_image(out_dir / "masks" / f"{stem}.png", mask)  # last: a complete mask marks the image as done
+            write_image(out_dir / "overlays" / f"{stem}.jpg", overlay(item.rgb, mask), sync_folder=False)
+        write_image(out_dir / "masks" / f"{stem}.png", mask, sync_folder=False)  # last: a complete mask marks it done
     except OSError as e:
         raise write_failure(e, f"the outputs of {item.path.name} in {out_dir}") from None
     return mask, full_prob
@@ -154,10 +159,13 @@ class _Run:
     def __init__(self, run: RunFolder, summary: PredictSummary, total: int, on_progress: Callable[[int, int], None] | None) -> None:
         self.run, self.summary, self.total, self.on_progress = run, summary, total, on_progress
 
-    def ok(self, row: dict) -> None:
-        self.run.record(row)
+    def ok(self, row: dict, flush: bool = True) -> None:
+        self.run.record(row, flush)
         self.summary.ok += 1
         self._progress()
+
+    def flush(self) -> None:
+        self.run.record_flush()
 
     def fail(self, path: Path, message: str) -> None:
         self.run.record({"path": input_key(path) if path.exists() else str(path), "status": "error", "error": message})
@@ -229,7 +237,7 @@ def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder
 def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, opts: PredictOptions, post: PostprocessOptions,
               book: _Run) -> None:  # fmt: skip
     batch_size = max(1, opts.batch_size)
-    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
+    with _worker_pool(stages, max(1, opts.workers)) as pool:
         loads: deque[tuple[Path, Future]] = deque()
         pending = iter(todo)
         writes: list[tuple[Path, Future]] = []
@@ -265,7 +273,10 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
                         book.fail(item.path, f"{item.path}: inference failed ({type(e).__name__}: {e})")
                     continue
                 infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-                writes += [(item.path, pool.submit(_finish, item, out, infer_ms, out_dir, opts, post)) for item, out in zip(batch, outputs)]
+                for item, out in zip(batch, outputs):
+                    if not opts.overlay:
+                        item.rgb = None  # not needed for writing: not sent back to a worker process
+                    writes.append((item.path, pool.submit(_finish, item, out, infer_ms, out_dir, opts, post)))
                 writes = _collect(writes, book, block=False)
             _collect(writes, book, block=True)
         except OutputWriteError:
@@ -275,18 +286,34 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
 
 
 def _collect(writes: list[tuple[Path, Future]], book: _Run, block: bool) -> list[tuple[Path, Future]]:
+    """Journal the finished writes (one flush for all of them); return the unfinished."""
     left = []
-    for path, fut in writes:
-        if not block and not fut.done():
-            left.append((path, fut))
-            continue
-        try:
-            book.ok(fut.result())
-        except OutputWriteError:
-            raise
-        except Exception as e:
-            book.fail(path, f"{path}: postprocessing failed ({type(e).__name__}: {e})")
+    try:
+        for path, fut in writes:
+            if not block and not fut.done():
+                left.append((path, fut))
+                continue
+            try:
+                book.ok(fut.result(), flush=False)
+            except OutputWriteError:
+                raise
+            except Exception as e:
+                book.fail(path, f"{path}: postprocessing failed ({type(e).__name__}: {e})")
+    finally:
+        book.flush()
     return left
+
+
+def _worker_pool(stages: BatchStages, workers: int) -> Executor:
+    if not stages.worker_processes:
+        return ThreadPoolExecutor(max_workers=workers)
+    # fork, as PyTorch's DataLoader workers: the children never touch the parent's CUDA context, and unlike spawn or
+    # forkserver a fork does not re-run the caller's main script. OpenCV keeps to one thread in each child.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_quiet_worker)
+
+
+def _quiet_worker() -> None:
+    cv2.setNumThreads(1)
 
 
 def iter_failures(summary: PredictSummary) -> Iterator[str]:

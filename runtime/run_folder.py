@@ -26,8 +26,9 @@ from typing import Any, Iterable
 from filelock import FileLock, Timeout
 
 from .errors import UserError
-from .files import file_sha256, remove_stale_temporaries, write_failure, write_text_atomic
+from .files import file_sha256, remove_stale_temporaries, sync_folder_entries, write_failure, write_text_atomic
 
+OUTPUT_FOLDERS = ("masks", "probs", "overlays")
 MANIFEST = "manifest.json"
 RESULTS = "results.csv"
 LOCK = ".ultralbm.lock"
@@ -166,15 +167,23 @@ class RunFolder:
         except (OSError, ValueError, KeyError):
             return False
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Append an image's row (after its outputs are completely written) and push it to the disk's cache."""
+    def record(self, row: dict[str, Any], flush: bool = True) -> None:
+        """Append an image's row (after its outputs are completely written); ``flush`` pushes it (and the rows before
+        it) to the operating system. A row lost in a crash only means its image is done again."""
         row = {k: csv_safe(v) for k, v in row.items()}
         try:
             self._writer.writerow(row)
-            self._journal.flush()
+            if flush:
+                self._journal.flush()
         except OSError as e:
             raise write_failure(e, f"{self.results_csv}") from None
         self.rows[input_key(Path(_csv_text(str(row["path"]))))] = {k: str(v) for k, v in row.items()}
+
+    def record_flush(self) -> None:
+        try:
+            self._journal.flush()
+        except OSError as e:
+            raise write_failure(e, f"{self.results_csv}") from None
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -184,6 +193,9 @@ class RunFolder:
                     os.fsync(self._journal.fileno())
                 finally:
                     self._journal.close()
+                for folder in (self.out_dir / name for name in OUTPUT_FOLDERS):
+                    if folder.is_dir():
+                        sync_folder_entries(folder)  # the outputs' renames, once for the whole run
                 self._compact()
         except OSError as e:
             if exc[0] is None:  # an earlier error already explains the stop

@@ -25,6 +25,7 @@ from .graph_runner import CudaGraphRunner
 
 class GpuBatchStages(BatchStages):
     preprocess_in_workers = False
+    worker_processes = True
 
     def __init__(self, runner: CudaGraphRunner, image_size: int, batch_size: int) -> None:
         self.runner = runner
@@ -49,9 +50,10 @@ class GpuBatchStages(BatchStages):
         for (h, w), index in groups.items():
             full = probs[index] if (h, w) == (s, s) else F.interpolate(probs[index], size=(h, w), mode="bilinear", align_corners=False)
             masks = (full >= threshold).to(torch.uint8)[:, 0].cpu().numpy()
-            full_np = full[:, 0].cpu().numpy()
             for k, i in enumerate(index):
-                outputs[i] = Inferred(model_probs[i], full_np[k], masks[k])
+                # The full-size map stays on the GPU: the workers need it only for the mask's statistics, and
+                # resize the (S, S) map themselves for that, a fraction of the bytes to copy and pickle.
+                outputs[i] = Inferred(model_probs[i], None, masks[k])
         return outputs  # type: ignore[return-value]
 
 
