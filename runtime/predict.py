@@ -234,35 +234,75 @@ def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder
     return todo
 
 
+def _load_many(paths: list[Path], size: int, keep_rgb: bool, preprocess_here: bool, limits: ImageLimits) -> list[_Loaded | str]:
+    """Each path's decoded image, or the one-line reason it could not be used (one task for several images: a
+    worker process's per-task overhead is paid once)."""
+    loaded: list[_Loaded | str] = []
+    for p in paths:
+        try:
+            loaded.append(_load(p, size, keep_rgb, preprocess_here, limits))
+        except ImageReadError as e:
+            loaded.append(str(e))
+        except Exception as e:  # an unexpected decoder failure still must not stop the run
+            loaded.append(f"{p}: {type(e).__name__}: {e}")
+    return loaded
+
+
+def _finish_many(jobs: list[tuple[_Loaded, Inferred]], infer_ms: float, out_dir: Path, opts: PredictOptions,
+                 post: PostprocessOptions) -> list[dict | str]:  # fmt: skip
+    """Each image's row, or the reason its post-processing failed; a write error stops the run (raised)."""
+    rows: list[dict | str] = []
+    for item, out in jobs:
+        try:
+            rows.append(_finish(item, out, infer_ms, out_dir, opts, post))
+        except OutputWriteError:
+            raise
+        except Exception as e:
+            rows.append(f"{item.path}: postprocessing failed ({type(e).__name__}: {e})")
+    return rows
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, opts: PredictOptions, post: PostprocessOptions,
               book: _Run) -> None:  # fmt: skip
     batch_size = max(1, opts.batch_size)
-    with _worker_pool(stages, max(1, opts.workers)) as pool:
-        loads: deque[tuple[Path, Future]] = deque()
-        pending = iter(todo)
-        writes: list[tuple[Path, Future]] = []
+    workers = max(1, opts.workers)
+    # Worker processes get several images per task; threads one each (their tasks cost nothing to hand over).
+    chunk = max(1, batch_size // workers) if stages.worker_processes else 1
+    with _worker_pool(stages, workers) as pool:
+        loads: deque[tuple[list[Path], Future]] = deque()
+        pending = iter(_chunks(todo, chunk))
+        in_flight = 0
+        ready: deque[_Loaded] = deque()
+        writes: list[tuple[list[Path], Future]] = []
 
         def refill() -> None:
             # Keep a few batches of decoding in flight ahead of inference, bounded for memory.
-            while len(loads) < 3 * batch_size:
-                p = next(pending, None)
-                if p is None:
+            nonlocal in_flight
+            while in_flight < 3 * batch_size:
+                paths = next(pending, None)
+                if paths is None:
                     return
-                loads.append((p, pool.submit(_load, p, size, opts.overlay, stages.preprocess_in_workers, opts.limits)))
+                loads.append((paths, pool.submit(_load_many, paths, size, opts.overlay, stages.preprocess_in_workers, opts.limits)))
+                in_flight += len(paths)
 
         try:
             refill()
-            while loads:
-                batch: list[_Loaded] = []
-                while loads and len(batch) < batch_size:
-                    p, fut = loads.popleft()
-                    try:
-                        batch.append(fut.result())
-                    except ImageReadError as e:
-                        book.fail(p, str(e))
-                    except Exception as e:  # an unexpected decoder failure still must not stop the run
-                        book.fail(p, f"{p}: {type(e).__name__}: {e}")
+            while loads or ready:
+                while loads and len(ready) < batch_size:
+                    paths, fut = loads.popleft()
+                    in_flight -= len(paths)
+                    for p, loaded in zip(paths, fut.result()):
+                        if isinstance(loaded, str):
+                            book.fail(p, loaded)
+                        else:
+                            ready.append(loaded)
                     refill()
+                batch = [ready.popleft() for _ in range(min(batch_size, len(ready)))]
                 if not batch:
                     continue
                 t0 = time.perf_counter()
@@ -273,10 +313,11 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
                         book.fail(item.path, f"{item.path}: inference failed ({type(e).__name__}: {e})")
                     continue
                 infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-                for item, out in zip(batch, outputs):
-                    if not opts.overlay:
+                if not opts.overlay:
+                    for item in batch:
                         item.rgb = None  # not needed for writing: not sent back to a worker process
-                    writes.append((item.path, pool.submit(_finish, item, out, infer_ms, out_dir, opts, post)))
+                for jobs in _chunks(list(zip(batch, outputs)), chunk):
+                    writes.append(([item.path for item, _ in jobs], pool.submit(_finish_many, jobs, infer_ms, out_dir, opts, post)))
                 writes = _collect(writes, book, block=False)
             _collect(writes, book, block=True)
         except OutputWriteError:
@@ -285,20 +326,19 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
             raise
 
 
-def _collect(writes: list[tuple[Path, Future]], book: _Run, block: bool) -> list[tuple[Path, Future]]:
+def _collect(writes: list[tuple[list[Path], Future]], book: _Run, block: bool) -> list[tuple[list[Path], Future]]:
     """Journal the finished writes (one flush for all of them); return the unfinished."""
     left = []
     try:
-        for path, fut in writes:
+        for paths, fut in writes:
             if not block and not fut.done():
-                left.append((path, fut))
+                left.append((paths, fut))
                 continue
-            try:
-                book.ok(fut.result(), flush=False)
-            except OutputWriteError:
-                raise
-            except Exception as e:
-                book.fail(path, f"{path}: postprocessing failed ({type(e).__name__}: {e})")
+            for path, row in zip(paths, fut.result()):  # a write error (OutputWriteError) is raised here
+                if isinstance(row, str):
+                    book.fail(path, row)
+                else:
+                    book.ok(row, flush=False)
     finally:
         book.flush()
     return left
