@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 import multiprocessing
+from contextlib import contextmanager
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class PredictSummary:
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    engine: str = ""  # what ran the model, for the closing line ("onnxruntime", "torch on Ray")
 
     @property
     def total(self) -> int:
@@ -153,7 +155,7 @@ def _model_facts(backend: Backend) -> dict:
             "source_checkpoint_sha256": meta.source_checkpoint_sha256}  # fmt: skip
 
 
-class _Run:
+class RunBook:
     """One predict call's bookkeeping: rows go to the journal from this (the calling) thread only."""
 
     def __init__(self, run: RunFolder, summary: PredictSummary, total: int, on_progress: Callable[[int, int], None] | None) -> None:
@@ -195,25 +197,41 @@ def predict(
     image). Images finished by an earlier run with the same settings are skipped (see ``RunFolder``).
     """
     opts = opts or PredictOptions()
-    out_dir = Path(out_dir)
     started = time.perf_counter()
+    settings, post = run_settings(backend, opts)
+    stages = backend.batch_stages(opts.batch_size) or BatchStages(backend)
+    with planned_run(inputs, settings, out_dir, opts, on_progress) as (book, todo):
+        _pipeline(todo, stages, backend.metadata.image_size, Path(out_dir), opts, post, book)
+    book.summary.seconds, book.summary.engine = time.perf_counter() - started, backend.name
+    return book.summary
+
+
+def run_settings(backend: Backend, opts: PredictOptions) -> tuple[RunSettings, PostprocessOptions]:
+    """What the masks of a run with ``backend`` and ``opts`` depend on (the manifest), and the post-processing."""
     meta = backend.metadata
     post = PostprocessOptions(meta.threshold if opts.threshold is None else opts.threshold, opts.keep_largest,
                               opts.fill_holes, opts.min_component_fraction)  # fmt: skip
     settings = RunSettings(file_sha256(backend.path), _model_facts(backend), post.threshold, post.keep_largest,
                            post.fill_holes, post.min_component_fraction, tool_version=__version__)  # fmt: skip
+    return settings, post
+
+
+@contextmanager
+def planned_run(
+    inputs: list[Path | str], settings: RunSettings, out_dir: Path | str, opts: PredictOptions,
+    on_progress: Callable[[int, int], None] | None,
+) -> Iterator[tuple[RunBook, list[Path]]]:  # fmt: skip
+    """The output folder opened as a ``RunFolder`` (locked, manifest checked) and the plan: the images to segment
+    now, every other input already reported (skipped as done, or refused). Rows are recorded through the ``RunBook``
+    from the calling thread only; every way of running predict (local, ``runtime.distributed``) starts here."""
+    out_dir = Path(out_dir)
     paths = find_images([Path(p) for p in inputs], exclude=out_dir)
-    stages = backend.batch_stages(opts.batch_size) or BatchStages(backend)
     with RunFolder(out_dir, settings, opts.overwrite) as run:
-        summary = PredictSummary(out_dir, run.results_csv)
-        book = _Run(run, summary, len(paths), on_progress)
-        todo = _plan(paths, out_dir, opts, run, book)
-        _pipeline(todo, stages, backend.metadata.image_size, out_dir, opts, post, book)
-    summary.seconds = time.perf_counter() - started
-    return summary
+        book = RunBook(run, PredictSummary(out_dir, run.results_csv), len(paths), on_progress)
+        yield book, _plan(paths, out_dir, opts, run, book)
 
 
-def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder, book: _Run) -> list[Path]:
+def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder, book: RunBook) -> list[Path]:
     """The inputs to segment now; the others are reported (outputs inside the output folder, colliding names) or
     skipped (done by an earlier run)."""
     todo: list[Path] = []
@@ -241,10 +259,8 @@ def _load_many(paths: list[Path], size: int, keep_rgb: bool, preprocess_here: bo
     for p in paths:
         try:
             loaded.append(_load(p, size, keep_rgb, preprocess_here, limits))
-        except ImageReadError as e:
-            loaded.append(str(e))
-        except Exception as e:  # an unexpected decoder failure still must not stop the run
-            loaded.append(f"{p}: {type(e).__name__}: {e}")
+        except Exception as e:  # a bad image, or an unexpected decoder failure: reported, never fatal
+            loaded.append(load_failure(p, e))
     return loaded
 
 
@@ -258,7 +274,7 @@ def _finish_many(jobs: list[tuple[_Loaded, Inferred]], infer_ms: float, out_dir:
         except OutputWriteError:
             raise
         except Exception as e:
-            rows.append(f"{item.path}: postprocessing failed ({type(e).__name__}: {e})")
+            rows.append(stage_failure(item.path, "postprocessing", e))
     return rows
 
 
@@ -268,7 +284,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 
 def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, opts: PredictOptions, post: PostprocessOptions,
-              book: _Run) -> None:  # fmt: skip
+              book: RunBook) -> None:  # fmt: skip
     batch_size = max(1, opts.batch_size)
     workers = max(1, opts.workers)
     # Worker processes get several images per task; threads one each (their tasks cost nothing to hand over).
@@ -310,7 +326,7 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
                     outputs = stages.infer(batch, post.threshold)
                 except Exception as e:
                     for item in batch:
-                        book.fail(item.path, f"{item.path}: inference failed ({type(e).__name__}: {e})")
+                        book.fail(item.path, stage_failure(item.path, "inference", e))
                     continue
                 infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
                 if not opts.overlay:
@@ -326,7 +342,17 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
             raise
 
 
-def _collect(writes: list[tuple[list[Path], Future]], book: _Run, block: bool) -> list[tuple[list[Path], Future]]:
+def load_failure(path: Path, error: Exception) -> str:
+    """The results.csv message of an image that could not be read."""
+    return str(error) if isinstance(error, ImageReadError) else f"{path}: {type(error).__name__}: {error}"
+
+
+def stage_failure(path: Path | str, stage: str, error: Exception) -> str:
+    """The results.csv message of an image whose inference or postprocessing failed."""
+    return f"{path}: {stage} failed ({type(error).__name__}: {error})"
+
+
+def _collect(writes: list[tuple[list[Path], Future]], book: RunBook, block: bool) -> list[tuple[list[Path], Future]]:
     """Journal the finished writes (one flush for all of them); return the unfinished."""
     left = []
     try:

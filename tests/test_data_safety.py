@@ -392,6 +392,7 @@ def test_engine_bytes_must_match_the_sidecar(tmp_path):
         (["train", "--data", "{tmp}", "-o", "{tmp}/r", "--variant", "bogus"], "unknown model variant 'bogus'"),
         (["export", "-m", "{tmp}/missing.pth"], "model file not found"),
         (["predict", "{images}", "-m", "{onnx}", "-o", "{tmp}/o", "--threshold", "1.5"], "--threshold 1.5"),
+        (["predict", "{images}", "-m", "{onnx}", "-o", "{tmp}/o", "--actors", "2"], "add --ray"),
         (["info", "-m", "{file}"], "cannot tell the format"),
     ],
 )
