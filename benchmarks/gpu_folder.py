@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,18 +27,10 @@ import cv2
 import numpy as np
 import torch
 
+from _common import replicate
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.metrics import dice
 from ultralbm_edge.runtime.predict import BatchStages, PredictOptions, predict
-
-
-def replicate(folder: Path, copies: int, into: Path) -> Path:
-    """``copies`` copies of every image of ``folder`` under new names (a larger set of the same real images)."""
-    into.mkdir(parents=True)
-    for k in range(copies):
-        for p in sorted(folder.glob("*.jpg")):
-            shutil.copyfile(p, into / f"{p.stem}_c{k:03d}{p.suffix}")
-    return into
 
 
 def pure_rates(backend, batch: int, iters: int = 50) -> tuple[float, float]:

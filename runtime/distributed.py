@@ -178,6 +178,12 @@ def _resources(ray, device: str, cluster: ClusterOptions) -> tuple[float, int]:
             f"the Ray cluster has {have.get('GPU', 0):g} GPUs, an actor needs {gpus:g} — use --device cpu, or add GPU nodes"
         )
     actors = cluster.actors or (max(1, int(have.get("GPU", 0) // gpus)) if gpus else 1)
+    cpus = have.get("CPU", 0)
+    if actors * cluster.cpus_per_actor >= cpus:
+        raise DistributedError(
+            f"{actors} inference actors x {cluster.cpus_per_actor:g} CPU take all {cpus:g} CPUs of the Ray cluster, none "
+            "left to decode and write — use fewer --actors"
+        )
     return gpus, actors
 
 

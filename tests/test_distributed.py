@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -132,6 +134,24 @@ def test_cli_joins_the_cluster_named_by_ray_address(ray_cluster, folder, onnx_mo
     assert res.returncode == 1 and "broken.jpg" in res.stderr, res.stderr[-3000:]  # 1: an input failed
     assert re.search(rf"^{N_GOOD} segmented, 0 already done, 1 failed in .* with onnxruntime on Ray", res.stdout), res.stdout
     _same_outputs(tmp_path / "out", reference)
+
+
+@needs_ray
+def test_scaling_benchmark_runs_on_ray(ray_cluster, onnx_model, isic_val, tmp_path):
+    """benchmarks/scaling.py --engine ray, on CPU workers of this module's cluster (a check of the script, not a
+    measurement): both device counts segment every image, with the same masks, and the ratio is reported."""
+    from conftest import REPO
+
+    out = tmp_path / "scaling.json"
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scaling.py"), "--images", str(isic_val / "images"),
+                          "--limit", "4", "--copies", "2", "--device", "cpu", "--engine", "ray", "--batch", "4",
+                          "--model", str(onnx_model), "--json", str(out)],
+                         capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ray_cluster}, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert res.stdout.startswith("engine: ray") and "[ray] ratio 2 over 1:" in res.stdout, res.stdout
+    result = json.loads(out.read_text())
+    assert [(r["engine"], r["devices"], r["images"], r["masks_identical_to_first"]) for r in result["rows"]] == [("ray", 1, 8, 8), ("ray", 2, 8, 8)]
+    assert result["environment"]["engine"] == "ray" and "2_over_1" in result["environment"]["ratio"]
 
 
 def test_without_ray_the_error_names_the_extra(onnx_model, folder, tmp_path):
