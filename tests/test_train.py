@@ -1,12 +1,17 @@
 """Training on real ISIC 2017 images on the CPU: a few steps, resume, distillation, and the losses."""
 
 import csv
+import os
+import signal
+import subprocess
+import sys
 
 import torch
 
 from conftest import DATA
 from ultralbm_edge.checkpoint import load_checkpoint
 from ultralbm_edge.train import TrainConfig, train
+from ultralbm_edge.train.trainer import epoch_order
 from ultralbm_edge.train.data import augment, load_split
 from ultralbm_edge.train.losses import BceDiceLoss, HybridDistillationLoss
 
@@ -60,3 +65,44 @@ def test_bundled_checkpoints_segment_ph2(tmp_path):
     for name, floor in (("ultralbm", 0.88), ("ultralbm-t", 0.85)):
         result = evaluate(open_backend(name, backend="torch"), DATA / "ph2" / "val")
         assert result["dsc"] >= floor, (name, result["dsc"])
+
+
+def test_epoch_order_gives_each_rank_its_own_equal_shard():
+    for n, world in ((31, 2), (16, 2), (17, 3), (8, 1)):
+        shards = [epoch_order(n, 3, 42, rank, world) for rank in range(world)]
+        assert {len(s) for s in shards} == {n // world}  # equal: every rank runs the same number of steps
+        every = torch.cat(shards).tolist()
+        assert len(set(every)) == len(every) and set(every) <= set(range(n))  # disjoint
+        assert all(torch.equal(epoch_order(n, 3, 42, r, world), s) for r, s in enumerate(shards))  # same on every call
+    assert torch.equal(torch.sort(epoch_order(16, 1, 42)).values, torch.arange(16))  # one process: every image
+    assert not torch.equal(epoch_order(16, 1, 42), epoch_order(16, 2, 42))  # a new shuffle each epoch
+
+
+def run_process_group(cmd: list[str], timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in a session of its own; on a timeout (ranks that wait on each other forever) end torchrun and all
+    its workers, not only torchrun."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"torchrun ran past {timeout} s (a rank waiting for another?)\n{stdout[-2000:]}{stderr[-3000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def test_ddp_under_torchrun_with_gloo(tmp_path):
+    """Two processes on the CPU (gloo): they train together, rank 0 alone logs and writes, and rank 0's early stop
+    (--stop-after-minutes) reaches the other rank (which would otherwise wait for it forever)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ultralbm_edge",
+           "train", "--data", str(ISIC), "-o", str(out), "--epochs", "2", "--limit", "16", "-b", "2",
+           "--stop-after-minutes", "0.0001"]  # fmt: skip
+    res = run_process_group(cmd, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert res.stdout.count("epoch 1/2") == 1 and res.stdout.count("done: best val loss") == 1, res.stdout
+    assert "stopping after epoch 1" in res.stdout and "epoch 2/2" not in res.stdout
+    assert "Grad strides" not in res.stderr
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1]
+    provenance = load_checkpoint(out / "last.pth").provenance
+    assert (provenance["world_size"], provenance["global_batch"], provenance["n_train"]) == (2, 4, 16)

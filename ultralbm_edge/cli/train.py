@@ -18,10 +18,15 @@ def _run(cfg) -> None:
 
     with progress("training (batches)") as on_progress:
         result = train(cfg, log=typer.echo, on_progress=on_progress)
-    typer.echo(f"done: best val loss {result['best_val_loss']:.4f}; best.pth, last.pth, metrics.csv in {result['out']}")
+    if result["rank"] == 0:  # under torchrun the other processes end quietly
+        typer.echo(f"done: best val loss {result['best_val_loss']:.4f}; best.pth, last.pth, metrics.csv in {result['out']}")
 
 
-DEVICE_HELP = "cpu, cuda or cuda:N (several GPUs: launch with torchrun)."
+DEVICE_HELP = "cpu, cuda or cuda:N (several GPUs: torchrun --nproc-per-node N -m ultralbm_edge train ... --device cuda)."
+
+
+def limit_option():
+    return typer.Option(None, "--limit", min=1, help="Use only the first N images of each split (quick checks, benchmarks).")
 
 
 @app.command("train")
@@ -30,7 +35,7 @@ def train_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.pth, last.pth, metrics.csv/json)."),
     variant: str = typer.Option(DEFAULT_MODEL, help="A registered model: ultralbm or ultralbm-t."),
     epochs: int = typer.Option(300, min=1, help="Epochs (paper: 300)."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, max=1024, help="Batch size (paper: 8)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, max=1024, help="Batch size per process (paper: 8)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate, > 0 (paper: 1e-3)."),
     device: str = typer.Option("cpu", callback=check_device, help=DEVICE_HELP),
     seed: int = typer.Option(42, help="Random seed."),
@@ -38,6 +43,7 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last.pth."),
     overwrite: bool = overwrite_option("an earlier run in OUTPUT (start over)"),
     stop_after_minutes: Optional[float] = typer.Option(None, min=0.0, help="End cleanly after the epoch that crosses this."),
+    limit: Optional[int] = limit_option(),
 ) -> None:
     """Train UltraLBM-UNet with the paper's recipe (BCE+Dice, AdamW, cosine schedule, flips and rotations)."""
     needs_torch("train")
@@ -46,7 +52,7 @@ def train_cmd(
     if not (data / "train").is_dir():
         fail(f"{data}: expected train/ and val/ sub-folders (each with images/ and masks/)")
     _run(TrainConfig(str(data), str(output), variant, epochs, batch_size, lr, device=device, seed=seed, amp=amp,
-                     resume=resume, overwrite=overwrite, stop_after_minutes=stop_after_minutes))  # fmt: skip
+                     resume=resume, overwrite=overwrite, stop_after_minutes=stop_after_minutes, limit=limit))  # fmt: skip
 
 
 @app.command("distill")
@@ -61,6 +67,7 @@ def distill_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last.pth."),
     overwrite: bool = overwrite_option("an earlier run in OUTPUT (start over)"),
     stop_after_minutes: Optional[float] = typer.Option(None, min=0.0, help="End cleanly after the epoch that crosses this."),
+    limit: Optional[int] = limit_option(),
 ) -> None:
     """Distill UltraLBM-UNet-T (0.5x channels) from a teacher with the hybrid loss of §3.6."""
     needs_torch("distill")
@@ -68,4 +75,5 @@ def distill_cmd(
     from ultralbm_edge.train import TrainConfig
 
     _run(TrainConfig(str(data), str(output), "ultralbm-t", epochs, batch_size, device=device, seed=seed, resume=resume,
-                     overwrite=overwrite, teacher=str(resolve_model(teacher, "torch")), stop_after_minutes=stop_after_minutes))  # fmt: skip
+                     overwrite=overwrite, teacher=str(resolve_model(teacher, "torch")), stop_after_minutes=stop_after_minutes,
+                     limit=limit))  # fmt: skip

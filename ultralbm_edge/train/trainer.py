@@ -5,6 +5,14 @@ CosineAnnealingLR (T_max 50, eta_min 1e-5) stepped per epoch, batch 8, 300 epoch
 once (the deployment preprocessing) and kept on the training device; augmentation runs there in batches. As in the
 authors' train.py, ``best.pth`` is the epoch with the lowest validation loss; validation DSC/IoU use the paper's
 global confusion matrix.
+
+Several processes (``torchrun --nproc-per-node N -m ultralbm_edge train ...``): DistributedDataParallel, one GPU per
+process (gloo on the CPU). Each epoch's shuffle is drawn from (seed, epoch) alone, so it is the same on every rank
+and after a resume; each rank takes every N-th image of it, all shards of equal length (the last n mod N images of
+the shuffle sit the epoch out, like DistributedSampler's drop_last), so every rank runs the same number of steps.
+Augmentation draws from a generator of its own per rank. ``--batch-size`` is per process: the global batch is N times
+it (the learning rate is not scaled). Rank 0 alone validates, logs and writes the run folder; the decision to stop
+(``--stop-after-minutes``) is rank 0's, sent to every rank.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import io
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -92,14 +101,42 @@ def _claim_run_folder(out: Path, cfg: TrainConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); under torchrun (WORLD_SIZE > 1) joins the process group first."""
+def _distributed(cfg: TrainConfig) -> tuple[int, int]:
+    """(rank, world size); under torchrun (WORLD_SIZE > 1) joins the process group first: NCCL for CUDA devices
+    (after this process's GPU is selected), gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        on_cuda = parse_device(cfg.device)[0] == "cuda"
+        if on_cuda and torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if on_cuda else "gloo")
     return dist.get_rank(), world
+
+
+def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """This rank's training images for ``epoch`` (indices into the split): one shuffle drawn from (seed, epoch), the
+    same on every rank and after a resume, dealt out so that the ranks' shards are disjoint and equally long."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[: n - n % world][rank::world]
+
+
+def _agree(flag: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's ``flag``, on every rank (a collective: every rank calls it)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
+    if world > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
 
 
 def _device(cfg: TrainConfig, rank: int) -> torch.device:
@@ -153,12 +190,22 @@ def train(cfg: TrainConfig, log=print, on_progress: Callable[[int, int], None] |
 
 
 def _train(cfg: TrainConfig, out: Path, log, on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-    rank, world = _distributed()
+    rank, world = _distributed(cfg)
+    try:
+        return _train_ranked(cfg, out, log if rank == 0 else (lambda _: None), on_progress, rank, world)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train_ranked(cfg: TrainConfig, out: Path, log, on_progress: Callable[[int, int], None] | None, rank: int, world: int) -> dict[str, Any]:
     device = _device(cfg, rank)
     torch.manual_seed(cfg.seed + rank)
     data = Path(cfg.data)
     train_x, train_y = load_split(data / "train", limit=cfg.limit)
-    val_x, val_y = load_split(data / "val", limit=cfg.limit)
+    val_x, val_y = load_split(data / "val", limit=cfg.limit) if rank == 0 else (train_x[:0], train_y[:0])  # rank 0 validates
+    if len(train_x) < world:
+        raise TrainError(f"{data / 'train'}: {len(train_x)} training images for {world} processes — each needs one at least")
     train_x, train_y, val_x, val_y = (t.to(device) for t in (train_x, train_y, val_x, val_y))
 
     scan = cfg.scan or _default_scan(device)
@@ -186,19 +233,22 @@ def _train(cfg: TrainConfig, out: Path, log, on_progress: Callable[[int, int], N
         history = list(state["training_state"]["history"])
         log(f"resumed from {last} at epoch {start_epoch}")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    # Depthwise kernels (C, 1, k, k) have a free stride on their size-1 axis; DDP then copies their gradients into its
+    # buckets instead of viewing them (34k parameters: nothing to gain) and would say so on every rank.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
     generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
     provenance = {
         "toolkit_version": __version__, "data": str(data), "n_train": len(train_x), "n_val": len(val_x),
         "recipe": {**{k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume")}, "scan": scan},
         "parameters": count_parameters(model), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "world_size": world,
+        "world_size": world, "global_batch": cfg.batch_size * world,
     }  # fmt: skip
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs + 1):
         net.train()
         t0 = time.perf_counter()
-        order = torch.randperm(len(train_x), device=device, generator=generator)[rank::world]
+        order = epoch_order(len(train_x), epoch, cfg.seed, rank, world).to(device)
         losses = []
         steps = range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size)
         for step, i in enumerate(steps):
@@ -222,9 +272,11 @@ def _train(cfg: TrainConfig, out: Path, log, on_progress: Callable[[int, int], N
             if on_progress and rank == 0:  # batches of this run, across epochs (the CLI's bar)
                 on_progress((epoch - start_epoch) * len(steps) + step + 1, (cfg.epochs - start_epoch + 1) * len(steps))
         scheduler.step()
-        train_loss = float(torch.stack(losses).mean())
+        train_loss = _mean_over_ranks(torch.stack(losses).mean(), world)
         seconds = time.perf_counter() - t0
         if rank != 0:
+            if _agree(False, world, device):
+                break
             continue
         metrics = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
                    **_evaluate(model, val_x, val_y, hard, 32)}  # fmt: skip
@@ -240,12 +292,12 @@ def _train(cfg: TrainConfig, out: Path, log, on_progress: Callable[[int, int], N
             f"epoch {epoch}/{cfg.epochs}  train {train_loss:.4f}  val {metrics['val_loss']:.4f}  "
             f"DSC {metrics['val_dsc'] * 100:.2f}  IoU {metrics['val_iou'] * 100:.2f}  {seconds:.1f} s"
         )
-        if cfg.stop_after_minutes and time.perf_counter() - started > 60 * cfg.stop_after_minutes and epoch < cfg.epochs:
+        stop = bool(cfg.stop_after_minutes) and time.perf_counter() - started > 60 * cfg.stop_after_minutes and epoch < cfg.epochs
+        if stop:
             log(f"stopping after epoch {epoch} (--stop-after-minutes {cfg.stop_after_minutes}); continue with --resume")
+        if _agree(stop, world, device):
             break
-    if world > 1:
-        dist.destroy_process_group()
-    return {"history": history, "best_val_loss": best_loss, "out": str(out)}
+    return {"history": history, "best_val_loss": best_loss, "out": str(out), "rank": rank}
 
 
 def _write_history(out: Path, history: list[dict[str, float]]) -> None:
