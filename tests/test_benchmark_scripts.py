@@ -4,25 +4,54 @@ CPU with tiny inputs so that they are known to run there: their logic, outputs a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import DATA, REPO
 
 
-def _script(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True, timeout=timeout)
+def _script(name: str, *args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True, timeout=timeout, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
 
-def test_scaling_with_processes(onnx_model, isic_val, tmp_path):
-    """--engine processes: one predict process per device over disjoint halves; images/s over the union."""
+def without_ray(tmp_path: Path) -> dict[str, str]:
+    """An environment where ``import ray`` fails and find_spec("ray") is None, in this process's children and theirs
+    (as on the GPU machine, where the extra is not installed): a sitecustomize that marks ray absent."""
+    site = tmp_path / "no_ray"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['ray'] = None  # import ray: ModuleNotFoundError\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+
+
+def test_scaling_with_processes_where_ray_is_absent(onnx_model, isic_val, tmp_path):
+    """--engine auto without Ray: one predict process per device over disjoint halves; images/s over the union."""
     out = tmp_path / "scaling.json"
     res = _script("scaling.py", "--images", str(isic_val / "images"), "--limit", "4", "--copies", "2", "--device", "cpu",
-                  "--engine", "processes", "--batch", "4", "--model", str(onnx_model), "--json", str(out))  # fmt: skip
-    assert res.stdout.startswith("engine: processes") and "[processes] ratio 2 over 1:" in res.stdout, res.stdout
+                  "--batch", "4", "--model", str(onnx_model), "--json", str(out), env=without_ray(tmp_path))  # fmt: skip
+    assert res.stdout.startswith("engine: processes (Ray is not installed)"), res.stdout
+    assert "[processes] ratio 2 over 1:" in res.stdout, res.stdout
     result = json.loads(out.read_text())
     rows = [(r["engine"], r["devices"], r["images"], r["masks_identical_to_first"]) for r in result["rows"]]
     assert rows == [("processes", 1, 8, 8), ("processes", 2, 8, 8)]
-    assert result["environment"]["engine"] == "processes" and result["rows"][1]["img_s"] > 0
+    assert result["environment"]["engine"] == "processes" and result["environment"]["ray"] == "not installed"
+    assert result["rows"][1]["img_s"] > 0
+
+
+def test_ddp_scaling_with_gloo(tmp_path):
+    """benchmarks/ddp_scaling.py on the CPU: torchrun with 1 and 2 gloo processes on ISIC images (train) and PH2
+    (val) linked into one layout; every epoch timed, world sizes checked from the checkpoints, the ratio reported."""
+    out = tmp_path / "ddp.json"
+    res = _script("ddp_scaling.py", "--train", str(DATA / "isic2017" / "val"), "--val", str(DATA / "ph2" / "val"),
+                  "--limit", "8", "--epochs", "2", "--batch", "2", "--device", "cpu", "--json", str(out),
+                  env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert "epoch time 2 over 1:" in res.stdout, res.stdout
+    result = json.loads(out.read_text())
+    rows = [(r["devices"], r["global_batch"], r["n_train"], r["n_val"], r["images_per_epoch"], len(r["epoch_s"])) for r in result["rows"]]
+    assert rows == [(1, 2, 8, 8, 8, 2), (2, 4, 8, 8, 8, 2)]
+    env = result["environment"]
+    assert env["backend"] == "gloo" and "2_over_1" in env["epoch_time_ratio"] and "not a model to ship" in env["purpose"]
+    assert all(0 <= r["val_dsc_last"] <= 1 and r["epoch_s_steady"] == r["epoch_s"][1] for r in result["rows"])
