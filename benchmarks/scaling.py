@@ -8,9 +8,10 @@ warm-up run (page cache, CUDA start-up, Ray workers). The engine that measured i
   each, decoding and writing in Ray tasks on the machine's other cores; one run folder. Ray is started once for the
   whole script (RAY_ADDRESS, else a local instance).
 - ``processes`` (when Ray is not installed): N ``ultralbm-edge predict`` processes, one per GPU
-  (CUDA_VISIBLE_DEVICES), over disjoint halves (N-ths) of the files, each writing its own run folder and using
-  1/N of the cores for decoding and writing; images/s over the union of the files, wall clock from the first start to
-  the last exit.
+  (CUDA_VISIBLE_DEVICES), over disjoint halves (N-ths) of the files, each writing its own run folder with
+  ``--workers`` decoding and writing (default: the cores / the largest device count, the same in every row: a row
+  with more GPUs adds each GPU with the same share of cores, as adding machines would; the CPU work, not the GPU,
+  bounds one GPU's rate); images/s over the union of the files, wall clock from the first start to the last exit.
 
 Each row gives ``img_s`` (all images / wall seconds of the whole job, start-up of actors or processes included) and
 ``img_s_steady`` (ray: from the row of the 10th percentile image to the last; processes: all images / the longest
@@ -19,6 +20,8 @@ compared with the 1-device run's by results.csv's mask_sha256.
 
     python benchmarks/scaling.py --images ../shared/data/isic2017/val/images --copies 20 --gpus 1,2 \\
         --engine ray --device cuda --json benchmarks/results/scaling_h200x2.json
+    python benchmarks/scaling.py --images $ULTRALBM_SHARED/data/isic2017/val/images --copies 100 --gpus 1,2 \\
+        --engine processes --device cuda --json benchmarks/results/scaling_processes_h200x2.json
 
 ``--device cpu`` runs the same logic on CPU workers (a check that the script works, not a measurement).
 """
@@ -113,7 +116,7 @@ class ProcessEngine:
 
     def run(self, parts: list[Path], devices: int, out: Path) -> tuple[dict[str, Any], list[Path]]:
         cuda = self.args.device.startswith("cuda")
-        workers = max(1, (os.cpu_count() or 1) // devices)
+        workers = self.args.workers
         procs, outs = [], []
         t0 = time.perf_counter()
         for k in range(devices):
@@ -150,11 +153,13 @@ def main() -> None:
     ap.add_argument("--model", default="ultralbm", help="model for every run (default: the bundled checkpoint)")
     ap.add_argument("--device", default="cuda", help="cuda (one GPU per actor/process) or cpu (a check of the logic)")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, help="processes: decode/write workers per predict process (default: cores / largest count)")
     ap.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     ap.add_argument("--keep", type=Path, help="keep the replicated folder and run folders here (default: a temp dir)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     counts = [int(n) for n in args.gpus.split(",")]
+    args.workers = args.workers or min(64, max(1, (os.cpu_count() or 1) // max(counts)))  # predict takes 1-64
     engine_name = args.engine if args.engine != "auto" else ("ray" if importlib.util.find_spec("ray") else "processes")
     print(f"engine: {engine_name}" + (" (Ray is not installed)" if args.engine == "auto" and engine_name == "processes" else ""), flush=True)
     engine = RayEngine(args) if engine_name == "ray" else ProcessEngine(args)
