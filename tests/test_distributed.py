@@ -164,3 +164,9 @@ def test_without_ray_the_error_names_the_extra(onnx_model, folder, tmp_path):
     assert res.returncode == 2 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "pip install 'ultralbm-edge[ray]'" in errors[0]
     assert not (tmp_path / "out").exists()  # refused before the output folder is touched
+
+
+def test_help_names_the_extra():
+    """The extra's name survives the help's markup (rich reads a bare [ray] as a style and drops it)."""
+    res = run_cli("predict", "--help", env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0 and "pip install 'ultralbm-edge[ray]'" in res.stdout, res.stdout

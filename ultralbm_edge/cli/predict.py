@@ -50,7 +50,7 @@ def predict(
     max_file_mb: float = typer.Option(100.0, min=0.1, help="Refuse image files larger than this."),
     ray: bool = typer.Option(
         False, "--ray", help="Run on a Ray cluster (RAY_ADDRESS, else a local instance): decoding and writing in CPU tasks, "
-        "inference in an actor pool; same outputs and resume rules. Needs pip install 'ultralbm-edge[ray]'.",
+        "inference in an actor pool; same outputs and resume rules. Needs pip install 'ultralbm-edge\\[ray]'.",
     ),
     actors: Optional[int] = typer.Option(
         None, "--actors", min=1, max=4096, help="With --ray: inference actors (default: one per GPU with --device cuda, else 1)."
