@@ -92,8 +92,8 @@ def run_process_group(cmd: list[str], timeout: float, env: dict[str, str]) -> su
 
 
 def test_ddp_under_torchrun_with_gloo(tmp_path):
-    """Two processes on the CPU (gloo): they train together, rank 0 alone logs and writes, and rank 0's early stop
-    (--stop-after-minutes) reaches the other rank (which would otherwise wait for it forever)."""
+    """Two processes on the CPU (gloo): they train together, rank 0 alone logs and writes, rank 0's early stop
+    (--stop-after-minutes) reaches the other rank (which would otherwise wait for it), and --resume continues."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ultralbm_edge",
            "train", "--data", str(ISIC), "-o", str(out), "--epochs", "2", "--limit", "16", "-b", "2",
@@ -106,3 +106,8 @@ def test_ddp_under_torchrun_with_gloo(tmp_path):
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1]
     provenance = load_checkpoint(out / "last.pth").provenance
     assert (provenance["world_size"], provenance["global_batch"], provenance["n_train"]) == (2, 4, 16)
+    # --resume: every rank continues from last.pth (the run stopped above), epoch 2 only.
+    res = run_process_group([*cmd[:-2], "--resume"], timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "resumed from" in res.stdout and "epoch 2/2" in res.stdout and "epoch 1/2" not in res.stdout, res.stdout
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1, 2]
