@@ -72,6 +72,25 @@ def exported_scans(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def sample_images() -> np.ndarray:
+    """Six bundled sample images, preprocessed (a batch for runtime parity checks)."""
+    from ultralbm_edge.assets import SAMPLE_IMAGES
+    from ultralbm_edge.runtime.dataset import load_images
+
+    return load_images(SAMPLE_IMAGES, 6, 256).images
+
+
+@pytest.fixture(scope="session")
+def sample_reference(sample_images) -> np.ndarray:
+    """The bundled model's PyTorch probabilities (sequential scan) for ``sample_images``: what every runtime must match."""
+    from ultralbm_edge.checkpoint import load_checkpoint
+    from ultralbm_edge.export import reference_probs
+    from ultralbm_edge.runtime.model_files import resolve_model
+
+    return reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), sample_images)
+
+
+@pytest.fixture(scope="session")
 def format_export(tmp_path_factory):
     """``format_export(name)``: the bundled checkpoint exported once per session to that row of the format table
     (dynamic batch where the format has one, else its fixed batch 1), through the exporter's parity gate."""

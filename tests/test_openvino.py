@@ -12,12 +12,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import run_cli
-from ultralbm_edge.assets import SAMPLE_IMAGES
-from ultralbm_edge.checkpoint import load_checkpoint
-from ultralbm_edge.export import ExportError, export_onnx, reference_probs
+from ultralbm_edge.export import ExportError, export_onnx
 from ultralbm_edge.export import scan_lowering
-from ultralbm_edge.runtime.dataset import load_images
-from ultralbm_edge.runtime.model_files import resolve_model
 from ultralbm_edge.runtime.parity import compare
 
 ov = pytest.importorskip("openvino", reason="needs OpenVINO (pip install '.[openvino]')")
@@ -70,24 +66,14 @@ def test_the_exported_scan_body_is_exact_on_openvino_with_static_shapes(tmp_path
     np.testing.assert_allclose(got, [[2.5, 10.0625, 104.0]], rtol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def images():
-    return load_images(SAMPLE_IMAGES, 6, 256).images
-
-
-@pytest.fixture(scope="module")
-def reference(images):
-    return reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), images)
-
-
 @pytest.mark.parametrize("scan", ["portable", "loop", "blelloch"])
-def test_openvino_backend_runs_exported_onnx_exactly_in_f32(exported_scans, images, reference, scan):
+def test_openvino_backend_runs_exported_onnx_exactly_in_f32(exported_scans, sample_images, sample_reference, scan):
     result = exported_scans[scan]
     assert any(r.runtime.startswith("openvino") and r.ok for r in result.parities)  # the export's own gate ran here
     backend = open_backend(result.path, backend="openvino", threads=2)
     assert backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32  # not the bf16 default
     assert backend.max_batch == 1 and backend.fixed_batch
-    report = compare(backend.run(images), reference)  # 6 images through a batch-1 graph: padded and sliced
+    report = compare(backend.run(sample_images), sample_reference)  # 6 images through a batch-1 graph: padded and sliced
     assert report.ok, report.summary()
 
 

@@ -11,9 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from ultralbm_edge.assets import SAMPLE_IMAGES
-from ultralbm_edge.checkpoint import load_checkpoint
-from ultralbm_edge.export import export_onnx, reference_probs
+from ultralbm_edge.export import export_onnx
 from ultralbm_edge.runtime.backends import onnxruntime_backend
 from ultralbm_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from ultralbm_edge.runtime.backends.ort_scan_swap import (
@@ -23,21 +21,9 @@ from ultralbm_edge.runtime.backends.ort_scan_swap import (
     supports_linear_attention,
     swap_scans,
 )
-from ultralbm_edge.runtime.dataset import load_images
-from ultralbm_edge.runtime.model_files import resolve_model
 from ultralbm_edge.runtime.parity import compare
 
 SWAPS_HERE = supports_linear_attention(ort.__version__)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return load_images(SAMPLE_IMAGES, 6, 256).images
-
-
-@pytest.fixture(scope="module")
-def reference(images):
-    return reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), images)
 
 
 def test_linear_attention_needs_onnxruntime_1_25_1_not_1_25_0():
@@ -59,7 +45,7 @@ def test_the_default_export_is_portable_and_records_its_scans(exported_scans):
 
 
 @pytest.mark.skipif(not SWAPS_HERE, reason=f"onnxruntime {ort.__version__} has no LinearAttention (needs >= 1.25.1)")
-def test_installed_onnxruntime_runs_the_swapped_form_and_both_forms_are_exact(exported_scans, images, reference):
+def test_installed_onnxruntime_runs_the_swapped_form_and_both_forms_are_exact(exported_scans, sample_images, sample_reference):
     result = exported_scans["portable"]
     labels = [r.runtime for r in result.parities]
     assert "swapped to LinearAttention" in labels[0] and "stock Scan graph" in labels[1], labels
@@ -69,7 +55,7 @@ def test_installed_onnxruntime_runs_the_swapped_form_and_both_forms_are_exact(ex
     assert swapped.scan_form.startswith("linear_attention") and stock.scan_form == "as exported"
     assert swapped.describe()["scan"] == swapped.scan_form
     for backend in (swapped, stock):
-        report = compare(backend.run(images), reference)
+        report = compare(backend.run(sample_images), sample_reference)
         assert report.ok, report.summary()
 
 
@@ -80,17 +66,17 @@ def test_the_swapped_graph_is_the_linear_attention_form(exported_scans):
     assert ops.count("LinearAttention") == 4 and "Scan" not in ops and "Softplus" not in ops
     assert SWAP_KEY not in {p.key for p in swapped.metadata_props}
     onnx.checker.check_model(swapped, full_check=True)
-    reference = onnx.load(str(exported_scans["linear_attention"].path))
-    assert sorted(ops) == sorted(n.op_type for n in reference.graph.node)  # the same lowering as --scan linear_attention
+    linear_attention = onnx.load(str(exported_scans["linear_attention"].path))
+    assert sorted(ops) == sorted(n.op_type for n in linear_attention.graph.node)  # the same lowering as --scan linear_attention
 
 
 @pytest.mark.parametrize("old", ["1.17.3", "1.22.1", "1.25.0"])
-def test_an_older_onnxruntime_runs_the_stock_graph(exported_scans, images, reference, monkeypatch, old):
+def test_an_older_onnxruntime_runs_the_stock_graph(exported_scans, sample_images, sample_reference, monkeypatch, old):
     """Simulated: the backend reads the installed version, so an older one never sees the LinearAttention graph."""
     monkeypatch.setattr(onnxruntime_backend.ort, "__version__", old)
     backend = OnnxRuntimeBackend(exported_scans["portable"].path)
     assert backend.scan_form == "as exported"
-    assert compare(backend.run(images[:2]), reference[:2]).ok
+    assert compare(backend.run(sample_images[:2]), sample_reference[:2]).ok
 
 
 def test_export_under_an_older_onnxruntime_checks_the_stock_graph_only(monkeypatch, tmp_path):
@@ -100,7 +86,7 @@ def test_export_under_an_older_onnxruntime_checks_the_stock_graph_only(monkeypat
     assert ort_labels == ["onnxruntime 1.22.1"] and result.parity.ok
 
 
-def test_a_record_that_does_not_fit_the_graph_falls_back_to_the_stock_graph(exported_scans, images, reference, tmp_path):
+def test_a_record_that_does_not_fit_the_graph_falls_back_to_the_stock_graph(exported_scans, sample_images, sample_reference, tmp_path):
     model = onnx.load(str(exported_scans["portable"].path))
     record = read_swap_record(model)
     record["scans"][0]["inputs"][0] = record["scans"][1]["inputs"][0]  # another block's u: the region is not closed
@@ -112,7 +98,7 @@ def test_a_record_that_does_not_fit_the_graph_falls_back_to_the_stock_graph(expo
     backend = OnnxRuntimeBackend(bad)
     if SWAPS_HERE:
         assert "swap failed" in backend.scan_form and "SwapError" in backend.scan_form
-    assert compare(backend.run(images[:2]), reference[:2]).ok
+    assert compare(backend.run(sample_images[:2]), sample_reference[:2]).ok
 
 
 def test_a_swap_that_does_not_apply_refuses_the_export(monkeypatch, tmp_path):
@@ -127,13 +113,13 @@ def test_a_swap_that_does_not_apply_refuses_the_export(monkeypatch, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_swapped_and_stock_graphs_agree_on_a_dynamic_batch(images):
+def test_swapped_and_stock_graphs_agree_on_a_dynamic_batch(sample_images):
     """A dynamic-batch default export: both forms take any batch and agree per image."""
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
         path = export_onnx("ultralbm", Path(d) / "dyn.onnx", dynamic_batch=True, check=False).path
-        a = OnnxRuntimeBackend(path).run(images)
-        b = OnnxRuntimeBackend(path, swap_scan=False).run(images)
+        a = OnnxRuntimeBackend(path).run(sample_images)
+        b = OnnxRuntimeBackend(path, swap_scan=False).run(sample_images)
     assert np.abs(a - b).max() < 1e-4
