@@ -24,7 +24,7 @@ def export(
         "auto",
         help="Scan form: auto, portable, blelloch, parallel, chunked, sequential, loop, linear_attention, plugin (LiteRT: traced ones).",
     ),
-    target: str = typer.Option("onnxruntime", help="What 'auto' optimises for: onnxruntime or tensorrt (implied by --engine)."),
+    target: str = typer.Option("onnxruntime", help="What 'auto' optimises for: onnxruntime, tensorrt (implied by --engine) or openvino."),
     image_size: int = typer.Option(256, help="Square input size (a multiple of 32)."),
     batch: int = typer.Option(1, help="Fixed batch size of the graph."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Make the batch dimension dynamic instead."),
