@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     images = np.stack([preprocess(read_image(p)) for p in find_images([Path(args.images)])[:8]])
-    reference = reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), images)
+    reference = reference_probs(load_checkpoint(resolve_model("ultralbm", "torch")).model.eval(), images)
     tmp = Path(tempfile.mkdtemp(prefix="default-speed-"))
     site = baseline_package(args.baseline, tmp / "baseline")
     candidates: dict[tuple[str, int], ort.InferenceSession] = {}

@@ -195,7 +195,7 @@ def main() -> None:
 
     data = Path(tempfile.mkdtemp(prefix="portability-"))
     images = np.stack([preprocess(read_image(p)) for p in find_images([Path(args.images)])[: args.count]])
-    reference = reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), images)
+    reference = reference_probs(load_checkpoint(resolve_model("ultralbm", "torch")).model.eval(), images)
     np.save(data / "images.npy", images)
     np.save(data / "reference.npy", reference)
     models = {form: export_onnx("ultralbm", data / f"{form}.onnx", scan=form, check=False).path for form in export_scans()}

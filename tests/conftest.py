@@ -87,7 +87,7 @@ def sample_reference(sample_images) -> np.ndarray:
     from ultralbm_edge.export import reference_probs
     from ultralbm_edge.runtime.model_files import resolve_model
 
-    return reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), sample_images)
+    return reference_probs(load_checkpoint(resolve_model("ultralbm", "torch")).model.eval(), sample_images)
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def test_the_default_export_is_exact_on_the_oldest_onnxruntime(exported_scans, t
     res = subprocess.run([str(FLOOR_PYTHON), "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split()[:2] == [_pinned("onnxruntime"), _pinned("numpy")] and "as exported" in res.stdout, res.stdout
-    report = compare(np.load(tmp_path / "probs.npy"), reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), images))
+    report = compare(np.load(tmp_path / "probs.npy"), reference_probs(load_checkpoint(resolve_model("ultralbm", "torch")).model.eval(), images))
     assert report.ok, report.summary()
     cli = FLOOR_PYTHON.with_name("ultralbm-edge")
     res = subprocess.run([str(cli), "predict", str(ph2_val_images), "-m", str(path), "-o", str(tmp_path / "masks")], capture_output=True, text=True)

@@ -38,7 +38,7 @@ def test_the_export_is_exact_on_litert_and_self_describing(tflite):
     meta = backend.metadata
     assert (meta.variant, meta.scan_strategy, meta.image_size, meta.precision) == ("ultralbm", "blelloch", 256, "fp32")
     images = load_images(SAMPLE_IMAGES, 3, 256).images  # three images through a batch-1 graph: three calls
-    report = compare(backend.run(images), reference_probs(load_checkpoint(resolve_model("ultralbm")).model.eval(), images))
+    report = compare(backend.run(images), reference_probs(load_checkpoint(resolve_model("ultralbm", "torch")).model.eval(), images))
     assert report.ok, report.summary()
 
 

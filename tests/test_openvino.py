@@ -110,7 +110,7 @@ def test_export_refuses_a_form_openvino_gets_wrong(monkeypatch, tmp_path):
 
 
 def test_ir_export_predict_and_benchmark_from_the_cli(tmp_path, ph2_val_images):
-    res = run_cli("export", "ultralbm", "-o", str(tmp_path / "m.xml"), "--dynamic-batch")
+    res = run_cli("export", "-m", "ultralbm", "-o", str(tmp_path / "m.xml"), "--dynamic-batch")
     assert res.returncode == 0, res.stderr
     assert "scan=loop" in res.stdout and "openvino" in res.stdout and "PASS" in res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
@@ -119,8 +119,8 @@ def test_ir_export_predict_and_benchmark_from_the_cli(tmp_path, ph2_val_images):
     res = run_cli("predict", str(ph2_val_images), "-m", str(tmp_path / "m.xml"), "-o", str(tmp_path / "masks"))
     assert res.returncode == 0 and "30 segmented" in res.stdout and "openvino" in res.stdout, res.stdout + res.stderr
     onnx_path = tmp_path / "m.onnx"
-    assert run_cli("export", "ultralbm", "-o", str(onnx_path), "--dynamic-batch").returncode == 0
-    res = run_cli("benchmark", str(onnx_path), "--backend", "onnxruntime,openvino", "--batch-sizes", "1", "--runs", "2",
+    assert run_cli("export", "-m", "ultralbm", "-o", str(onnx_path), "--dynamic-batch").returncode == 0
+    res = run_cli("benchmark", "-m", str(onnx_path), "--backend", "onnxruntime,openvino", "--batch-sizes", "1", "--runs", "2",
                   "--warmup", "1", "--json", str(tmp_path / "bench.json"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())["models"]

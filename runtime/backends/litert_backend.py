@@ -43,7 +43,7 @@ def read_tflite_metadata(data: bytes, source: str) -> ModelMetadata:
     if entry is None:
         raise MetadataError(
             f"{source}: has no ultralbm-edge metadata (not exported by `ultralbm-edge export`) — re-export it from its "
-            "checkpoint with `ultralbm-edge export CHECKPOINT -o model.tflite`"
+            "checkpoint with `ultralbm-edge export -m CHECKPOINT -o model.tflite`"
         )
     try:
         return ModelMetadata.from_json(json.loads(bytes(payload).decode()), source=source)

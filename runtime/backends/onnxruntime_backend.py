@@ -55,7 +55,7 @@ class OnnxRuntimeBackend(Backend):
                 raise BackendError(
                     f"{self.path}: its scan uses ONNX Runtime's LinearAttention op, which onnxruntime {ort.__version__} "
                     f"lacks (it needs >= {MIN_ORT_VERSION}) — upgrade onnxruntime, or re-export it with the default "
-                    "`ultralbm-edge export CHECKPOINT` (portable: runs on every onnxruntime)"
+                    "`ultralbm-edge export -m CHECKPOINT` (portable: runs on every onnxruntime)"
                 ) from None
             raise BackendError(f"{self.path}: ONNX Runtime cannot load this model ({type(e).__name__}: {e})") from None
         props = self.session.get_modelmeta().custom_metadata_map

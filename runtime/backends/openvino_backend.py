@@ -59,7 +59,7 @@ def _refuse_known_wrong_onnx(path: Path) -> None:
         raise BackendError(
             f"{path}: its Scan body multiplies the scanned slice by the state in the operand order OpenVINO computes "
             f"wrongly ({len(bad)} Scan node(s), e.g. {bad[0]}) — re-export it with this ultralbm-edge "
-            "(`ultralbm-edge export CHECKPOINT`), or run it with --backend onnxruntime"
+            "(`ultralbm-edge export -m CHECKPOINT`), or run it with --backend onnxruntime"
         )
 
 
@@ -81,7 +81,7 @@ class OpenVinoBackend(Backend):
             if why:
                 raise BackendError(
                     f"{self.path}: OpenVINO cannot read {why} — export the default form for it "
-                    "(`ultralbm-edge export CHECKPOINT`, or --format openvino for IR)"
+                    "(`ultralbm-edge export -m CHECKPOINT`, or --format openvino for IR)"
                 ) from None
             raise BackendError(f"{self.path}: OpenVINO cannot read this model ({type(e).__name__}: {str(e)[:300]})") from None
         # OpenVINO keeps an ONNX file's metadata_props under rt_info "framework", also in IR converted from it.

@@ -1,4 +1,4 @@
-"""``ultralbm-edge export CHECKPOINT``: the toolkit's front door."""
+"""``ultralbm-edge export -m CHECKPOINT``: the toolkit's front door."""
 
 from __future__ import annotations
 
