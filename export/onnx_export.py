@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxslim
 import torch
@@ -20,20 +21,21 @@ import torch
 from ultralbm_edge.assets import SAMPLE_IMAGES
 from ultralbm_edge.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ultralbm_edge.ops import scan_strategies
+from ultralbm_edge.runtime.backends.base import BackendError
 from ultralbm_edge.runtime.dataset import DatasetError, load_images
 from ultralbm_edge.runtime.files import OutputError, atomic_path, check_output
 from ultralbm_edge.runtime.formats import INPUT_NAME, OUTPUT_NAME
 from ultralbm_edge.runtime.metadata import ModelMetadata
 from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
-from ultralbm_edge.runtime.parity import EXACT, FP16, ParityReport
+from ultralbm_edge.runtime.parity import EXACT, FP16, ParityReport, Tolerances
 
 from .errors import ExportError
 from .fp16 import convert_to_fp16
-from .parity import check_parity
+from .parity import check_parity_on, onnx_runtimes
 from .scan_lowering import lower_scan_nodes
 from .scan_node import DOMAIN as SCAN_DOMAIN
 from .scan_node import NODE_STRATEGY
-from .scan_policy import AUTO_SCAN, LOWERED_FORMS, ORT_ONLY_SCANS, TARGETS
+from .scan_policy import AUTO_SCAN, LOWERED_FORMS, TARGETS, UNSUPPORTED_SCANS
 
 MIN_OPSET = 17  # LayerNormalization is a single op from opset 17 on; older opsets would need it decomposed
 MAX_OPSET = 20
@@ -45,7 +47,8 @@ class ExportResult:
     metadata: ModelMetadata
     seconds: float
     nodes: int
-    parity: ParityReport | None = None
+    parity: ParityReport | None = None  # the runtime the file is made for, as it opens it
+    parities: list[ParityReport] = field(default_factory=list)  # every installed runtime that runs it, that one first
 
 
 def export_scans() -> tuple[str, ...]:
@@ -61,9 +64,11 @@ def resolve_scan(scan: str, target: str = "onnxruntime") -> str:
         return AUTO_SCAN[target]
     if scan not in export_scans():
         raise ExportError(f"unknown scan strategy {scan!r}; choose auto or one of {export_scans()}")
-    if target == "tensorrt" and scan in ORT_ONLY_SCANS:
-        raise ExportError(f"--scan {scan} uses ONNX Runtime's contrib op LinearAttention, which TensorRT cannot build; "
-                          "choose --scan auto/blelloch/loop/plugin for --target tensorrt")
+    if scan in UNSUPPORTED_SCANS[target]:
+        what = "ONNX Runtime's contrib op LinearAttention" if scan == "linear_attention" else "a custom SelectiveScan node"
+        can = [s for s in ("auto", "portable", "blelloch", "loop", "plugin") if s not in UNSUPPORTED_SCANS[target]]
+        name = {"tensorrt": "TensorRT cannot build", "openvino": "OpenVINO cannot read"}[target]
+        raise ExportError(f"--scan {scan} uses {what}, which {name}; choose --scan {'/'.join(can)} for --target {target}")
     return scan
 
 
@@ -131,10 +136,10 @@ def export_onnx(
     scan = resolve_scan(scan, target)
     try:
         source = Path(checkpoint.path) if isinstance(checkpoint, Checkpoint) else resolve_model(checkpoint, "torch")
-        _check_request(output, source, image_size, batch, opset, overwrite)  # the cheap refusals before loading
-        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(source)
-    except (CheckpointError, ModelNotFound) as e:
+    except ModelNotFound as e:
         raise ExportError(str(e)) from None
+    _check_request(output, source, image_size, batch, opset, overwrite)  # the cheap refusals before loading
+    ckpt = open_checkpoint(checkpoint)
     lowered = scan in LOWERED_FORMS
     model = ckpt.model.eval()
     meta = ckpt.metadata(image_size=image_size, scan_strategy=scan, precision="fp16" if fp16 else "fp32")
@@ -147,16 +152,45 @@ def export_onnx(
         if fp16:
             graph = convert_to_fp16(graph, meta.fp32_scopes)
         graph.doc_string = f"{meta.variant} exported by ultralbm-edge {meta.toolkit_version}"
-        onnx.helper.set_model_props(graph, meta.to_props())
+        lowering_props = {p.key: p.value for p in graph.metadata_props}  # a portable export's scan swap record
+        onnx.helper.set_model_props(graph, {**lowering_props, **meta.to_props()})
         onnx.checker.check_model(graph, full_check=True)
         onnx.save(graph, str(tmp))
-        report = None
+        reports = []
         if check:
-            try:
-                images = load_images(parity_images or SAMPLE_IMAGES, parity_count, image_size).images
-            except DatasetError as e:
-                raise ExportError(f"{e} — pass --parity-images DIR or --no-check") from None
-            report = check_parity(tmp, model, images, threshold=ckpt.threshold, tolerances=FP16 if fp16 else EXACT)
-            if not report.ok:
-                raise ExportError(f"{output}: not written — the exported graph is not exact: {report.summary()}")
-    return ExportResult(output, meta, time.perf_counter() - started, len(graph.graph.node), report)
+            images = parity_inputs(parity_images, parity_count, image_size)
+            reports = verify_on_runtimes(output, onnx_runtimes(tmp, scan), model, images, ckpt.threshold, FP16 if fp16 else EXACT)
+    return ExportResult(output, meta, time.perf_counter() - started, len(graph.graph.node), reports[0] if reports else None, reports)
+
+
+def open_checkpoint(checkpoint: Checkpoint | str | Path) -> Checkpoint:
+    """A loaded Checkpoint as it is; a .pth path or a bundled name loaded (refusals as ExportError)."""
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    try:
+        return load_checkpoint(resolve_model(checkpoint, "torch"))
+    except (CheckpointError, ModelNotFound) as e:
+        raise ExportError(str(e)) from None
+
+
+def parity_inputs(parity_images: str | Path | None, count: int, image_size: int) -> np.ndarray:
+    """The real images parity is checked on (the bundled samples unless a folder is given), preprocessed."""
+    try:
+        return load_images(parity_images or SAMPLE_IMAGES, count, image_size).images
+    except DatasetError as e:
+        raise ExportError(f"{e} — pass --parity-images DIR or --no-check") from None
+
+
+def verify_on_runtimes(
+    output: Path, runtimes: list, model: torch.nn.Module, images: np.ndarray, threshold: float, tolerances: Tolerances = EXACT
+) -> list[ParityReport]:
+    """Parity on every runtime in ``runtimes``; the export is refused, naming the runtime and the reason, when one
+    cannot run the file or is out of tolerance (a form a runtime computes wrongly is never written silently)."""
+    try:
+        reports = check_parity_on(runtimes, model, images, threshold, tolerances)
+    except BackendError as e:
+        raise ExportError(f"{output}: not written — an installed runtime cannot run it: {e}") from None
+    for report in reports:
+        if not report.ok:
+            raise ExportError(f"{output}: not written — the exported graph is not exact on {report.summary()}")
+    return reports

@@ -3,7 +3,10 @@
 - ``loop``: the recurrence as one ONNX ``Scan`` op over time (a three-node body), operands prepared outside it.
 - ``linear_attention``: ONNX Runtime's contrib op ``com.microsoft.LinearAttention`` with the gated update rule,
   which is Mamba-1's recurrence with one head per channel: q = C (shared), k = B, v = delta * u,
-  log-decay = delta * A. ONNX Runtime only.
+  log-decay = delta * A (``runtime.onnx_scan.linear_attention_nodes``). ONNX Runtime >= 1.25.1 only.
+- ``portable``: the ``loop`` form, plus a record of each scan (its eight inputs, output and d_inner) in the metadata
+  entry ``ultralbm.scan_swap``, from which ONNX Runtime's backend swaps the scans to the ``linear_attention`` form at
+  load time when the installed onnxruntime has the op (``runtime.backends.ort_scan_swap``). The default.
 - ``plugin``: the node stays, and the model carries a local function of the same name whose body is the ``loop``
   form, so ONNX Runtime inlines it with no custom op while a TensorRT plugin / ORT custom op can claim the node
   (drop the function with ``strip_scan_function`` when one is registered: parsers prefer a local function).
@@ -16,55 +19,30 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from ultralbm_edge.runtime.backends.ort_scan_swap import swap_record
+from ultralbm_edge.runtime.onnx_scan import CONTRIB_DOMAIN, SCAN_INPUTS, GraphBuilder, epilogue, linear_attention_nodes
+
 from .scan_policy import LOWERED_FORMS
 from .scan_policy import SCAN_NODE_DOMAIN as DOMAIN
 from .scan_policy import SCAN_NODE_OP as OP_TYPE
 
-CONTRIB_DOMAIN = "com.microsoft"
-_IO = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
-class _Builder:
-    """Appends nodes with unique, readable names (``prefix/op_k``) and returns their output names."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.nodes, self._count = prefix, [], 0
-        self._consts: dict[tuple[int, ...], str] = {}
-
-    def __call__(self, op: str, *inputs: str, outputs: int = 1, domain: str = "", **attrs) -> str | list[str]:
-        self._count += 1
-        name = f"{self.prefix}/{op}_{self._count}"
-        outs = [f"{name}_out{i}" for i in range(outputs)]
-        self.nodes.append(helper.make_node(op, list(inputs), outs, name=name, domain=domain, **attrs))
-        return outs[0] if outputs == 1 else outs
-
-    def const(self, *values: int) -> str:
-        """An int64 vector constant (axes, shapes, repeats), made once per builder."""
-        if values not in self._consts:
-            name = f"{self.prefix}/const_{len(self._consts)}"
-            tensor = helper.make_tensor(name, TensorProto.INT64, [len(values)], list(values))
-            self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
-            self._consts[values] = name
-        return self._consts[values]
-
-
-def _prologue(b: _Builder, delta: str, delta_bias: str) -> str:
+def _prologue(b: GraphBuilder, delta: str, delta_bias: str) -> str:
     """delta <- softplus(delta + delta_bias), shape [batch, d_inner, L]."""
     return b("Softplus", b("Add", delta, b("Unsqueeze", delta_bias, b.const(-1))))
 
 
-def _epilogue(b: _Builder, y: str, u: str, D: str, z: str, out: str) -> None:
-    """out = (y + D * u) * silu(z)."""
-    y = b("Add", y, b("Mul", u, b("Unsqueeze", D, b.const(-1))))
-    b.nodes.append(helper.make_node("Mul", [y, b("Mul", z, b("Sigmoid", z))], [out], name=f"{b.prefix}/out"))
-
-
 def _scan_body() -> onnx.GraphProto:
-    """h = a_t * h_prev + b_t; the state is also the scan output."""
+    """h = h_prev * a_t + b_t; the state is also the scan output.
+
+    The state comes first in the Mul on purpose: OpenVINO (2024.6 to 2026.4, CPU, static shapes) computes
+    ``Mul(a_t, h_prev)`` as ``a_t * a_t`` from the second step on (any commutative op whose first operand is a scan
+    slice and whose second is the state reads the slice twice), silently. ``Mul(h_prev, a_t)`` is exact there."""
     f = TensorProto.FLOAT
     return helper.make_graph(
         [
-            helper.make_node("Mul", ["a_t", "h_prev"], ["ah"], name="decay"),
+            helper.make_node("Mul", ["h_prev", "a_t"], ["ah"], name="decay"),
             helper.make_node("Add", ["ah", "b_t"], ["h"], name="update"),
             helper.make_node("Identity", ["h"], ["h_t"], name="emit"),
         ],
@@ -76,7 +54,7 @@ def _scan_body() -> onnx.GraphProto:
 
 def _loop_nodes(prefix: str, names: list[str], out: str) -> list[onnx.NodeProto]:
     u, delta, A, B, C, D, z, delta_bias = names
-    b = _Builder(prefix)
+    b = GraphBuilder(prefix)
     dt = _prologue(b, delta, delta_bias)
     last, one = b.const(-1), b.const(1)
     # Operands of h[t] = a[t] * h[t-1] + b[t], [batch, d_inner, L, d_state].
@@ -89,23 +67,7 @@ def _loop_nodes(prefix: str, names: list[str], out: str) -> list[onnx.NodeProto]
     _, h = b("Scan", h0, a, bx, outputs=2, body=_scan_body(), num_scan_inputs=2, scan_input_axes=[2, 2], scan_output_axes=[2])
     c_t = b("Unsqueeze", b("Transpose", C, perm=[0, 2, 1]), one)
     y = b("ReduceSum", b("Mul", h, c_t), last, keepdims=0)
-    _epilogue(b, y, u, D, z, out)
-    return b.nodes
-
-
-def _linear_attention_nodes(prefix: str, names: list[str], out: str, d_inner: int) -> list[onnx.NodeProto]:
-    u, delta, A, B, C, D, z, delta_bias = names
-    b = _Builder(prefix)
-    dt = _prologue(b, delta, delta_bias)
-    # LinearAttention takes packed [batch, L, heads * dim]; one head per channel, d_k = d_state, d_v = 1.
-    q = b("Transpose", C, perm=[0, 2, 1])  # one query head shared by all channels (inverse GQA)
-    k = b("Tile", b("Transpose", B, perm=[0, 2, 1]), b.const(1, 1, d_inner))
-    v = b("Transpose", b("Mul", dt, u), perm=[0, 2, 1])
-    log_decay = b("Mul", b("Unsqueeze", b("Transpose", dt, perm=[0, 2, 1]), b.const(-1)), A)
-    g = b("Reshape", log_decay, b.const(0, 0, -1))
-    y, _ = b("LinearAttention", q, k, v, "", g, outputs=2, domain=CONTRIB_DOMAIN,
-             q_num_heads=1, kv_num_heads=d_inner, update_rule="gated", scale=1.0)  # fmt: skip
-    _epilogue(b, b("Transpose", y, perm=[0, 2, 1]), u, D, z, out)
+    epilogue(b, y, u, D, z, out)
     return b.nodes
 
 
@@ -121,7 +83,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
 
 def _scan_function(opset: int) -> onnx.FunctionProto:
     return helper.make_function(
-        DOMAIN, OP_TYPE, list(_IO), ["y"], _loop_nodes("body", list(_IO), "y"),
+        DOMAIN, OP_TYPE, list(SCAN_INPUTS), ["y"], _loop_nodes("body", list(SCAN_INPUTS), "y"),
         [helper.make_opsetid("", opset)], attributes=["delta_softplus"],
     )  # fmt: skip
 
@@ -141,18 +103,21 @@ def lower_scan_nodes(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
         model.functions.append(_scan_function(opset))
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
         return model
-    shapes = _static_shapes(model) if form == "linear_attention" else {}
+    shapes = _static_shapes(model) if form in ("linear_attention", "portable") else {}
     new_nodes: list[onnx.NodeProto] = []
+    recorded: list[dict] = []
     for node in graph.node:
         if node not in scans:
             new_nodes.append(node)
-        elif form == "loop":
-            new_nodes += _loop_nodes(node.name or node.output[0], list(node.input), node.output[0])
-        elif node.input[2] in shapes:
-            d_inner = shapes[node.input[2]][0]
-            new_nodes += _linear_attention_nodes(node.name or node.output[0], list(node.input), node.output[0], d_inner)
+            continue
+        prefix, names, out = node.name or node.output[0], list(node.input), node.output[0]
+        if form in ("linear_attention", "portable") and names[2] not in shapes:
+            raise ValueError(f"SelectiveScan input {names[2]!r} has no static shape; the LinearAttention form needs A's")
+        if form == "linear_attention":
+            new_nodes += linear_attention_nodes(prefix, names, out, shapes[names[2]][0])
         else:
-            raise ValueError(f"SelectiveScan input {node.input[2]!r} has no static shape; the LinearAttention lowering needs A's")
+            new_nodes += _loop_nodes(prefix, names, out)
+            recorded.append({"inputs": names, "output": out, "d_inner": shapes.get(names[2], [0])[0]})
     del graph.node[:]
     graph.node.extend(new_nodes)
     for i, o in enumerate(model.opset_import):
@@ -161,6 +126,9 @@ def lower_scan_nodes(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
             break
     if form == "linear_attention":
         model.opset_import.append(helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    if form == "portable":  # what the ONNX Runtime backend needs to swap the scans to LinearAttention at load time
+        props = {p.key: p.value for p in model.metadata_props}
+        onnx.helper.set_model_props(model, {**props, **swap_record(recorded)})
     return model
 
 

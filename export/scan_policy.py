@@ -11,12 +11,18 @@ from __future__ import annotations
 SCAN_NODE_DOMAIN = "ultralbm"
 SCAN_NODE_OP = "SelectiveScan"
 
-LOWERED_FORMS = ("loop", "linear_attention", "plugin")
-TARGETS = ("onnxruntime", "tensorrt")
-# Forms that need ONNX Runtime's contrib ops; TensorRT cannot build them.
+LOWERED_FORMS = ("portable", "loop", "linear_attention", "plugin")
+TARGETS = ("onnxruntime", "tensorrt", "openvino")
+# Forms that need ONNX Runtime's contrib ops (onnxruntime >= 1.25.1); TensorRT and OpenVINO cannot load them.
 ORT_ONLY_SCANS = ("linear_attention",)
-# What "auto" picks per target. ONNX Runtime CPU: LinearAttention runs the whole recurrence in one kernel
-# (1.27x the no-scan floor vs 1.55x for blelloch, benchmarks/export_strategies.py). TensorRT: the log-depth
-# Blelloch scan, whose plain elementwise ops build in seconds; `loop` builds too, but runs its 256 steps one
-# after another on the GPU (engines could not be timed here: no GPU that TensorRT-RTX runs on).
-AUTO_SCAN = {"onnxruntime": "linear_attention", "tensorrt": "blelloch"}
+# Forms OpenVINO cannot read: the contrib op, and the plugin form's custom node (OpenVINO does not expand the
+# model-local function).
+OPENVINO_UNREADABLE = ("linear_attention", "plugin")
+UNSUPPORTED_SCANS = {"onnxruntime": (), "tensorrt": ORT_ONLY_SCANS, "openvino": OPENVINO_UNREADABLE}
+# What "auto" picks per target. ONNX Runtime: `portable`, the stock Scan graph every runtime loads, which the ORT
+# backend swaps to the one-kernel LinearAttention form at load time on onnxruntime >= 1.25.1 (as fast as
+# `linear_attention`, benchmarks/export_strategies.py; runs on onnxruntime 1.17 too). TensorRT: the log-depth
+# Blelloch scan, whose plain elementwise ops build in seconds; `loop`/`portable` build too, but run their 256 steps
+# one after another on the GPU (engines could not be timed here: no GPU that TensorRT-RTX runs on). OpenVINO: the
+# Scan graph (`loop`, with the state first in its Mul: see scan_lowering._scan_body).
+AUTO_SCAN = {"onnxruntime": "portable", "tensorrt": "blelloch", "openvino": "loop"}

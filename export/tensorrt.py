@@ -198,7 +198,7 @@ def build_engine(
         if meta.scan_strategy in ORT_ONLY_SCANS:
             raise TensorRTError(
                 f"{e} — this file was exported for ONNX Runtime (scan {meta.scan_strategy}); re-export it for TensorRT "
-                "with `ultralbm-edge export CHECKPOINT --target tensorrt` (or `--engine`)"
+                "with `ultralbm-edge export -m CHECKPOINT --target tensorrt` (or `--engine`)"
             ) from None
         raise
     config = builder_config(trt, builder, precision, qdq, implicit, workspace_mb)

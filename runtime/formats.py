@@ -26,6 +26,7 @@ class Format:
     install: str  # how to get its runtime when it is missing
     exporter: str | None = None  # "module:function" that writes it from a checkpoint (None: written by training)
     description: str = ""
+    dynamic_batch: bool = True  # whether its exporter can write a graph with a dynamic batch (else a fixed --batch)
 
 
 FORMATS: tuple[Format, ...] = (
@@ -38,6 +39,17 @@ FORMATS: tuple[Format, ...] = (
         "tensorrt", (".engine", ".plan"), "ultralbm_edge.runtime.backends.tensorrt_backend:TensorRTBackend",
         "pip install 'ultralbm-edge[tensorrt]' (or [rtx] on RTX PCs)", "ultralbm_edge.export.pipeline:export_engine",
         "TensorRT / TensorRT-RTX engine with a JSON sidecar, built from the ONNX",
+    ),
+    Format(
+        "openvino", (".xml",), "ultralbm_edge.runtime.backends.openvino_backend:OpenVinoBackend",
+        "pip install 'ultralbm-edge[openvino]'", "ultralbm_edge.export.openvino:export",
+        "OpenVINO IR (.xml + .bin, f32) converted from the exported ONNX; --backend openvino also runs .onnx",
+    ),
+    Format(
+        "litert", (".tflite",), "ultralbm_edge.runtime.backends.litert_backend:LiteRTBackend",
+        "pip install 'ultralbm-edge[litert]'", "ultralbm_edge.export.litert:export",
+        "LiteRT (TensorFlow Lite) flatbuffer converted from PyTorch by litert-torch ([litert-export]); fixed batch",
+        dynamic_batch=False,
     ),
     Format(
         "torch", (".pth", ".pt"), "ultralbm_edge.torch_backend:TorchBackend",

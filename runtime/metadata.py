@@ -55,7 +55,7 @@ class ModelMetadata:
         if "variant" not in values:
             raise MetadataError(
                 f"{source}: has no ultralbm-edge metadata (not exported by `ultralbm-edge export`) — "
-                "re-export it from its checkpoint with `ultralbm-edge export CHECKPOINT`"
+                "re-export it from its checkpoint with `ultralbm-edge export -m CHECKPOINT`"
             )
         try:
             meta = cls(**{k: json.loads(v) for k, v in values.items() if k in known})

@@ -34,6 +34,7 @@ class ParityReport:
     min_mask_dice: float
     tolerances: Tolerances = EXACT
     reference: str = "PyTorch"
+    runtime: str = ""  # what ran the candidate, when a check covers several runtimes
 
     @property
     def ok(self) -> bool:
@@ -43,7 +44,8 @@ class ParityReport:
     def summary(self) -> str:
         t = self.tolerances
         return (
-            f"parity vs {self.reference} on {self.n_images} real images: max |diff| {self.max_abs_diff:.2e} "
+            (f"{self.runtime}: " if self.runtime else "")
+            + f"parity vs {self.reference} on {self.n_images} real images: max |diff| {self.max_abs_diff:.2e} "
             f"(tol {t.max_abs:.0e}), mean {self.mean_abs_diff:.2e} (tol {t.mean_abs:.0e}), min mask Dice "
             f"{self.min_mask_dice:.5f} (tol {t.min_dice}) — {'PASS' if self.ok else 'FAIL'}"
         )

@@ -71,6 +71,43 @@ def exported_scans(tmp_path_factory) -> dict:
     return {s: export_onnx("ultralbm", d / f"{s}.onnx", scan=s) for s in export_scans()}
 
 
+@pytest.fixture(scope="session")
+def sample_images() -> np.ndarray:
+    """Six bundled sample images, preprocessed (a batch for runtime parity checks)."""
+    from ultralbm_edge.assets import SAMPLE_IMAGES
+    from ultralbm_edge.runtime.dataset import load_images
+
+    return load_images(SAMPLE_IMAGES, 6, 256).images
+
+
+@pytest.fixture(scope="session")
+def sample_reference(sample_images) -> np.ndarray:
+    """The bundled model's PyTorch probabilities (sequential scan) for ``sample_images``: what every runtime must match."""
+    from ultralbm_edge.checkpoint import load_checkpoint
+    from ultralbm_edge.export import reference_probs
+    from ultralbm_edge.runtime.model_files import resolve_model
+
+    return reference_probs(load_checkpoint(resolve_model("ultralbm", "torch")).model.eval(), sample_images)
+
+
+@pytest.fixture(scope="session")
+def format_export(tmp_path_factory):
+    """``format_export(name)``: the bundled checkpoint exported once per session to that row of the format table
+    (dynamic batch where the format has one, else its fixed batch 1), through the exporter's parity gate."""
+    from ultralbm_edge.export import export_model
+    from ultralbm_edge.runtime.formats import format_named
+
+    folder, done = tmp_path_factory.mktemp("formats"), {}
+
+    def export(name: str):
+        if name not in done:
+            fmt = format_named(name)
+            done[name] = export_model("ultralbm", folder / f"model{fmt.suffixes[0]}", format=name, dynamic_batch=fmt.dynamic_batch)
+        return done[name]
+
+    return export
+
+
 def cli_exe() -> str:
     """The installed console script (beside this interpreter when the venv is not activated)."""
     import shutil

@@ -147,16 +147,19 @@ def test_onnx_without_our_metadata_is_refused(onnx_model, ph2_val_images, tmp_pa
     assert res.returncode == 2 and "has no ultralbm-edge metadata" in res.stderr
 
 
-def test_linear_attention_model_on_an_older_onnxruntime_names_the_fix(onnx_model, monkeypatch):
-    """ONNX Runtime < 1.25 has no LinearAttention; its load error (text as 1.24.4 prints it) becomes the remedy."""
+def test_linear_attention_model_on_an_older_onnxruntime_names_the_fix(exported_scans, monkeypatch):
+    """ONNX Runtime < 1.25.1 has no LinearAttention (1.25.0 neither); its load error (text as 1.25.0 prints it)
+    becomes the remedy: the default (portable) export, which every onnxruntime loads."""
     import onnxruntime as ort
 
     from ultralbm_edge.runtime.backends import BackendError
     from ultralbm_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
+    path = exported_scans["linear_attention"].path
+
     def old_runtime(*args, **kwargs):
-        raise RuntimeError(f"Load model from {onnx_model} failed:Fatal error: com.microsoft:LinearAttention(-1) is not a registered function/op")
+        raise RuntimeError(f"Load model from {path} failed:Fatal error: com.microsoft:LinearAttention(-1) is not a registered function/op")
 
     monkeypatch.setattr(ort, "InferenceSession", old_runtime)
-    with pytest.raises(BackendError, match=r"LinearAttention op, which onnxruntime .* lacks \(it needs >= 1.25\).*--scan blelloch"):
-        OnnxRuntimeBackend(onnx_model)
+    with pytest.raises(BackendError, match=r"LinearAttention op, which onnxruntime .* lacks \(it needs >= 1\.25\.1\).*default.*portable"):
+        OnnxRuntimeBackend(path)

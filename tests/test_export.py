@@ -46,7 +46,7 @@ def test_every_strategy_is_exact_small_and_self_describing(exported_scans, scan)
     onnx.checker.check_model(model, full_check=True)
     ops = {n.op_type for n in model.graph.node}
     assert "CumSum" not in ops and "Loop" not in ops
-    assert ("Scan" in ops) == (scan == "loop")
+    assert ("Scan" in ops) == (scan in ("loop", "portable"))
     assert ("LinearAttention" in ops) == (scan == "linear_attention")
     assert (OP_TYPE in ops) == (scan == "plugin")
     assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["prob"]
@@ -129,11 +129,16 @@ def test_plugin_form_is_one_node_with_a_local_function_and_stripping_leaves_the_
         ort.InferenceSession(stripped.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def test_auto_picks_per_target_and_refuses_ort_only_forms_for_tensorrt():
-    assert resolve_scan("auto", "onnxruntime") == AUTO_SCAN["onnxruntime"] == "linear_attention"
+def test_auto_picks_per_target_and_refuses_forms_a_target_cannot_load():
+    assert resolve_scan("auto", "onnxruntime") == AUTO_SCAN["onnxruntime"] == "portable"
     assert resolve_scan("auto", "tensorrt") == AUTO_SCAN["tensorrt"] == "blelloch"
+    assert resolve_scan("auto", "openvino") == AUTO_SCAN["openvino"] == "loop"
+    assert resolve_scan("portable", "tensorrt") == "portable"  # stock Scan ops: TensorRT builds it (test_engine)
     with pytest.raises(ExportError, match="TensorRT cannot build"):
         resolve_scan("linear_attention", "tensorrt")
+    for form in ("linear_attention", "plugin"):
+        with pytest.raises(ExportError, match=f"--scan {form} uses .*OpenVINO cannot read.*--target openvino"):
+            resolve_scan(form, "openvino")
     with pytest.raises(ExportError, match="unknown scan strategy 'cumsum'"):
         resolve_scan("cumsum")
 
@@ -145,6 +150,9 @@ def test_auto_picks_per_target_and_refuses_ort_only_forms_for_tensorrt():
         (["--opset", "13"], "--opset 13 is unsupported: use 17..20"),
         (["--scan", "cumsum"], "unknown scan strategy 'cumsum'"),
         (["--scan", "linear_attention", "--target", "tensorrt"], "TensorRT cannot build"),
+        (["--scan", "plugin", "--target", "openvino"], "OpenVINO cannot read"),
+        (["--format", "litert", "--fp16"], "--fp16, --engine and --target apply to ONNX exports"),
+        (["--format", "pickle"], "unknown backend 'pickle'"),
     ],
 )
 def test_bad_export_requests_fail_with_one_line_and_write_nothing(tmp_path, args, message):

@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: CPU by default, CUDA / TensorRT execution providers when installed and asked for."""
+"""ONNX Runtime backend: CPU by default, CUDA / TensorRT execution providers when installed and asked for.
+
+A ``portable`` export (the default) is opened with its scans swapped to ONNX Runtime's LinearAttention kernel when
+this onnxruntime has it and the session runs on the CPU (``ort_scan_swap``); otherwise, or if the swapped graph
+does not load, its stock ``Scan`` graph runs. ``scan_form`` says which one this backend runs.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from ..formats import INPUT_NAME, OUTPUT_NAME
 from ..metadata import MetadataError, ModelMetadata
 from ..verbosity import ort_log_severity
 from .base import Backend, BackendError, parse_device
+from .ort_scan_swap import MIN_ORT_VERSION, SWAP_FORM, swapped_bytes
 
 # Execution providers tried for device="cuda", best first; CPU is always the fallback.
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -20,7 +26,8 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, device: str | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, device: str | None = None, swap_scan: bool = True) -> None:
+        """``swap_scan=False`` runs a portable export's stock graph even where the LinearAttention swap applies."""
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = ort_log_severity()
@@ -38,14 +45,17 @@ class OnnxRuntimeBackend(Backend):
                     "install onnxruntime-gpu or use --device cpu"
                 )
             providers = [(p, {"device_id": index}) for p in gpu] + providers
+        self.scan_form = "as exported"
+        self.session = self._swapped_session(options, providers) if swap_scan and kind == "cpu" else None
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+            if self.session is None:
+                self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as e:  # ORT raises its own exception types (InvalidGraph, NoSuchFile, ...)
-            if "LinearAttention" in str(e):  # the default ONNX Runtime scan form needs onnxruntime >= 1.25
+            if "LinearAttention" in str(e):  # the --scan linear_attention form needs onnxruntime >= 1.25.1
                 raise BackendError(
                     f"{self.path}: its scan uses ONNX Runtime's LinearAttention op, which onnxruntime {ort.__version__} "
-                    "lacks (it needs >= 1.25) — upgrade onnxruntime, or re-export for older runtimes with "
-                    "`ultralbm-edge export CHECKPOINT --scan blelloch`"
+                    f"lacks (it needs >= {MIN_ORT_VERSION}) — upgrade onnxruntime, or re-export it with the default "
+                    "`ultralbm-edge export -m CHECKPOINT` (portable: runs on every onnxruntime)"
                 ) from None
             raise BackendError(f"{self.path}: ONNX Runtime cannot load this model ({type(e).__name__}: {e})") from None
         props = self.session.get_modelmeta().custom_metadata_map
@@ -68,6 +78,20 @@ class OnnxRuntimeBackend(Backend):
         if isinstance(batch_dim, int):
             self.max_batch, self.fixed_batch = batch_dim, True
 
+    def _swapped_session(self, options: ort.SessionOptions, providers: list) -> ort.InferenceSession | None:
+        """A session on the model with its recorded scans swapped to LinearAttention, or None (nothing to swap, this
+        onnxruntime lacks the op, or the swapped graph fails to load: the stock graph runs then)."""
+        try:
+            data = swapped_bytes(self.path.read_bytes(), ort.__version__)
+            if data is None:
+                return None
+            session = ort.InferenceSession(data, options, providers=providers)
+        except Exception as e:  # noqa: BLE001 - a SwapError, an unreadable file, ORT's own load errors
+            self.scan_form = f"as exported (the {SWAP_FORM} swap failed: {type(e).__name__}: {str(e)[:200]})"
+            return None
+        self.scan_form = f"{SWAP_FORM} (swapped in at load)"
+        return session
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
@@ -76,6 +100,7 @@ class OnnxRuntimeBackend(Backend):
             "backend": self.name,
             "onnxruntime": ort.__version__,
             "providers": ",".join(self.session.get_providers()),
+            "scan": self.scan_form,
             "device": platform.processor() or platform.machine(),
             "threads": str(self.session.get_session_options().intra_op_num_threads or "default"),
         }

@@ -140,7 +140,7 @@ def overwrite_option(what: str = "an existing output") -> Any:
     return typer.Option(False, "--overwrite", help=f"Replace {what} (never an input of the command).")
 
 
-def model_option(help_text: str = "A .onnx, .engine or .pth file, or a bundled name (default: the bundled model).") -> Any:
+def model_option(help_text: str = "A .onnx, .xml, .tflite, .engine or .pth file, or a bundled name (default: the bundled model).") -> Any:
     from ultralbm_edge.assets import DEFAULT_MODEL
 
     return typer.Option(DEFAULT_MODEL, "--model", "-m", help=help_text)

@@ -17,14 +17,17 @@ from ._common import check_outputs, device_option, fail, overwrite_option, progr
 @app.command()
 def benchmark(
     models: Optional[List[str]] = typer.Option(
-        None, "--model", "-m", help="A .onnx, .engine or .pth file or a bundled name; repeat for side by side (default: ultralbm)."
+        None, "--model", "-m", help="A .onnx, .xml, .tflite, .engine or .pth file or a bundled name; repeat for side by side (default: ultralbm)."
     ),
     batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
     warmup: int = typer.Option(3, min=0, max=1000, help="Untimed runs per batch size."),
     runs: int = typer.Option(20, min=1, max=10000, help="Timed runs per batch size."),
     threads: Optional[int] = threads_option(),
     images: Optional[Path] = typer.Option(None, help="Real images to time with (default: the bundled samples)."),
-    backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
+    backend: str = typer.Option(
+        "auto", help="auto (from each file's suffix), or one or more of onnxruntime, openvino, litert, tensorrt, torch, comma-separated: "
+        "one row per model and backend (e.g. an .onnx file on onnxruntime,openvino)."
+    ),
     device: Optional[str] = device_option(),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here ('-': standard output)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per model and batch size as CSV here."),
@@ -52,11 +55,12 @@ def benchmark(
     results = []
     paths = first_images(images or SAMPLE_IMAGES, max(sizes))
     for name in models or [DEFAULT_MODEL]:
-        engine = open_backend(name, backend=backend, threads=threads, device=device)
-        if engine.max_batch is not None and engine.max_batch < max(sizes):
-            say(f"note: {name} takes at most {engine.max_batch} images per call; larger batches run as several calls")
-        with progress(f"timing {name}") as on_progress:
-            results.append(benchmark_model(name, engine, paths, sizes, warmup, runs, on_progress))
+        for which in backend.split(","):
+            engine = open_backend(name, backend=which.strip(), threads=threads, device=device)
+            if engine.max_batch is not None and engine.max_batch < max(sizes):
+                say(f"note: {name} takes at most {engine.max_batch} images per call; larger batches run as several calls")
+            with progress(f"timing {name} on {engine.name}") as on_progress:
+                results.append(benchmark_model(name, engine, paths, sizes, warmup, runs, on_progress))
     env = environment()
     if json_path is not None and str(json_path) == "-":  # machine-readable output only
         write_result(json_path, json.dumps(to_json(results), indent=2) + "\n", overwrite)

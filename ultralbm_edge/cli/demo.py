@@ -41,7 +41,9 @@ def demo(
     checkpoint = resolve_model(model, "torch")
     typer.echo(f"1/4 export   {checkpoint} -> {output / 'model.onnx'}")
     result = export_onnx(checkpoint, output / "model.onnx", dynamic_batch=True, parity_images=SAMPLE_IMAGES, overwrite=True)
-    typer.echo(f"             {result.nodes} nodes, {result.seconds:.1f} s; {result.parity.summary()}")
+    typer.echo(f"             {result.nodes} nodes, {result.seconds:.1f} s")
+    for parity in result.parities:
+        typer.echo(f"             {parity.summary()}")
     backend = open_backend(result.path, threads=None)
     summary = predict([SAMPLE_IMAGES], backend, output / "predictions", PredictOptions(overlay=True, save_probs=True, overwrite=True))
     typer.echo(f"2/4 predict  {summary.ok} images segmented in {summary.seconds:.1f} s -> {output / 'predictions'} (masks/, overlays/, results.csv)")

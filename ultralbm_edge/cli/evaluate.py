@@ -31,7 +31,7 @@ def evaluate(
     keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="As predict: drop specks."),
     min_component: float = typer.Option(0.25, min=0.0, max=1.0, help="As predict: keep components of at least this fraction."),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help="As predict: fill holes."),
-    backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
+    backend: str = typer.Option("auto", help="auto (from the suffix), onnxruntime, openvino, litert, tensorrt or torch."),
     device: Optional[str] = device_option(),
     batch_size: int = batch_size_option(),
     overwrite: bool = overwrite_option("existing --json/--csv/--report files"),

@@ -40,7 +40,7 @@ def predict(
         None, "--workers", min=1, max=64, help="Threads decoding and writing, 1-64 (default: up to 16 on a GPU, else 2)."
     ),
     compile: bool = typer.Option(False, "--compile", help="PyTorch checkpoints on a CUDA GPU: torch.compile inside the CUDA graphs."),
-    backend: str = typer.Option("auto", help="auto, onnxruntime, tensorrt or torch."),
+    backend: str = typer.Option("auto", help="auto (from the suffix), onnxruntime, openvino, litert, tensorrt or torch."),
     device: Optional[str] = device_option(),
     threads: Optional[int] = threads_option(),
     overwrite: bool = typer.Option(
