@@ -59,12 +59,14 @@ def test_torch_is_really_blocked_and_the_wheel_is_what_runs(torchless_env, insta
 
 
 def test_device_commands_work_without_torch(torchless_env, onnx_model, exported_scans, isic_val, tmp_path):
-    """predict, evaluate, benchmark, calibrate, build-engine and info on .onnx/.engine, from the installed wheel."""
+    """predict (also with the default model), evaluate, benchmark, calibrate, build-engine and info on .onnx/.engine,
+    from the installed wheel."""
     images = isic_val / "images"
     one = sorted(images.glob("*.jpg"))[0]
     commands = [
         ["info", "-m", str(onnx_model)],
         ["predict", str(one), "-m", str(onnx_model), "-o", str(tmp_path / "out")],
+        ["predict", str(one), "-o", str(tmp_path / "out-default")],  # the bundled model: its ONNX form, no torch
         ["evaluate", "-m", str(onnx_model), "--data", str(REPO / "ultralbm_edge" / "samples")],
         ["benchmark", "-m", str(onnx_model), "--batch-sizes", "1", "--runs", "2", "--warmup", "1"],
         ["calibrate", "-m", str(onnx_model), "--images", str(images), "--num-images", "8", "-o", str(tmp_path / "q.onnx")],
@@ -79,6 +81,7 @@ def test_device_commands_work_without_torch(torchless_env, onnx_model, exported_
         res = _run(torchless_env, tmp_path, *args)
         assert res.returncode == 0 and "Traceback" not in res.stderr, (args, res.stdout[-2000:], res.stderr[-3000:])
     assert (tmp_path / "out" / "masks" / f"{one.stem}.png").is_file() and (tmp_path / "q.onnx").is_file()
+    assert (tmp_path / "out-default" / "masks" / f"{one.stem}.png").is_file()
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ def export(
     parity_images: Optional[Path] = typer.Option(None, help="Folder of images for the parity check."),
     engine: Optional[str] = typer.Option(None, help="Also build a TensorRT engine of this precision: fp32, fp16 or int8."),
     calib: Optional[Path] = typer.Option(None, help="With --engine int8: calibration images (a Q/DQ ONNX is written first)."),
-    overwrite: bool = overwrite_option("existing output files (never the checkpoint)"),
+    overwrite: bool = overwrite_option("existing output files"),
 ) -> None:
     """Export a checkpoint to an exact, self-describing model (ONNX by default; OpenVINO IR, LiteRT) and print a
     parity report for every installed runtime that runs it."""
