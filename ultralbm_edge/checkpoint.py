@@ -4,7 +4,9 @@ Accepted on load (always with ``torch.load(weights_only=True)``, so a checkpoint
 
 - a raw ``state_dict`` (the authors' ``best.pth``),
 - a dict with ``model_state_dict`` (the authors' resume file ``latest.pth``),
-- either of those with DataParallel's ``module.`` prefix,
+- a dict with ``state_dict`` (a PyTorch-Lightning checkpoint; the model's registered ``checkpoint_filter``
+  removes its LightningModule's attribute prefix),
+- any of those with DataParallel's ``module.`` prefix,
 - our format: a dict with ``format == "ultralbm-edge/1"``, ``state_dict`` and metadata (variant, channels,
   image size, preprocessing, threshold, provenance).
 
