@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import selective_scan
-from .mamba import ScanLayer
+from .mamba import ScanLayer, dt_bias_init, s4d_real_a_log
 
 DIRECTIONS = 4
 
@@ -59,9 +59,8 @@ class SS2D(ScanLayer):
         bound = 1 / math.sqrt(d)
         self.x_proj_weight = nn.Parameter(torch.empty(k, r + 2 * n, d).uniform_(-bound, bound))
         self.dt_projs_weight = nn.Parameter(torch.empty(k, d, r).uniform_(-(r**-0.5), r**-0.5))
-        dt = torch.exp(torch.rand(k, d) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
-        self.dt_projs_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        self.A_logs = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(k * d, 1))
+        self.dt_projs_bias = nn.Parameter(dt_bias_init((k, d), dt_min, dt_max, dt_init_floor))
+        self.A_logs = nn.Parameter(s4d_real_a_log(k * d, n))
         self.A_logs._no_weight_decay = True  # type: ignore[attr-defined]
         self.Ds = nn.Parameter(torch.ones(k * d))
         self.Ds._no_weight_decay = True  # type: ignore[attr-defined]

@@ -34,6 +34,17 @@ class ScanLayer(nn.Module):
         self.scan_strategy = "sequential"
 
 
+def dt_bias_init(shape: tuple[int, ...], dt_min: float, dt_max: float, floor: float) -> Tensor:
+    """mamba_ssm's dt bias: softplus^-1 of a step size drawn log-uniformly from [dt_min, dt_max] (at least floor)."""
+    dt = torch.exp(torch.rand(shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def s4d_real_a_log(rows: int, d_state: int) -> Tensor:
+    """log of S4D-real's A = (1, 2, ..., d_state) for each of ``rows`` channels (the scan uses -exp(A_log))."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(rows, 1)
+
+
 class Mamba(ScanLayer):
     def __init__(
         self,
@@ -64,12 +75,9 @@ class Mamba(ScanLayer):
         # S4D-real A = -(1..N), D = 1.
         dt_init_std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
-        self.A_log = nn.Parameter(torch.log(A))
+            self.dt_proj.bias.copy_(dt_bias_init((self.d_inner,), dt_min, dt_max, dt_init_floor))
+        self.A_log = nn.Parameter(s4d_real_a_log(self.d_inner, d_state))
         self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.D._no_weight_decay = True  # type: ignore[attr-defined]
