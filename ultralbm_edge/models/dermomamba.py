@@ -196,7 +196,7 @@ register_model(
     ModelSpec(
         name="dermomamba",
         build=DermoMamba,
-        description="DermoMamba (peer), 4,953,425 parameters, runs at 192x256 inside",
+        description="DermoMamba (peer; official code without licence), runs at 192x256 inside",
         # The 1x1 stem is ResMamba-ULite's too; an SS2D of 6 channels (the bottleneck's height) is DermoMamba's.
         signature=(("pw_in.weight", (16, 3, 1, 1)), ("b1.mamba2.A_logs", (48, 16))),
         unquantized_scopes=("/pw_in/", "/conv_out/"),

@@ -295,7 +295,7 @@ register_model(
     ModelSpec(
         name="resmamba-ulite",
         build=ResMambaULite,
-        description="ResMamba-ULite (peer), 3,274,019 parameters",
+        description="ResMamba-ULite (peer; official code without licence)",
         # The 1x1 stem is DermoMamba's too; the never-called Attention_img.conv_out is ResMamba-ULite's alone.
         signature=(("pw_in.weight", (16, 3, 1, 1)), ("att.conv_out.weight", (1, 2, 1, 1))),
         unquantized_scopes=("/pw_in/", "/map1/", "/map2/", "/map3/", "/map4/", "/map5/"),

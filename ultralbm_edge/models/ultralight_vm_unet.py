@@ -144,7 +144,7 @@ register_model(
     ModelSpec(
         name="ultralight-vm-unet",
         build=UltraLightVMUNet,
-        description="UltraLight VM-UNet (peer), 49,457 parameters",
+        description="UltraLight VM-UNet (peer; official code MIT)",
         # encoder4 is a PVM layer (Mamba d_model 6, d_inner 12) only here; the bridge's first head is its own.
         signature=(("encoder4.0.mamba.A_log", (12, 16)), ("scab.catt.att1.weight", (8, 128))),
         unquantized_scopes=("/encoder1/", "/final/"),
