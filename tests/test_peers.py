@@ -96,11 +96,13 @@ def test_scan_forms_follow_the_layers():
     for name in list_models():
         gated = all(layer.gated_scan for layer in create_model(name).scan_layers())
         assert model_spec(name).lowered_scan == gated, name
-    assert resolve_scan("auto", "onnxruntime", "ultralight-vm-unet") == "linear_attention"
+    assert resolve_scan("auto", "onnxruntime", "ultralight-vm-unet") == resolve_scan("auto", "onnxruntime") == "portable"
     for peer in ("resmamba-ulite", "dermomamba"):
-        assert resolve_scan("auto", "onnxruntime", peer) == resolve_scan("auto", "tensorrt", peer) == "blelloch"
-        with pytest.raises(ExportError, match="without a gate"):
-            resolve_scan("linear_attention", "onnxruntime", peer)
+        for target in ("onnxruntime", "tensorrt", "openvino"):
+            assert resolve_scan("auto", target, peer) == "blelloch"
+        for form in ("portable", "linear_attention"):
+            with pytest.raises(ExportError, match="without a gate"):
+                resolve_scan(form, "onnxruntime", peer)
 
 
 def test_resmamba_images_do_not_depend_on_their_batch_unless_asked():
