@@ -21,6 +21,7 @@ _WHERE = {
     "lower_scan_nodes": "scan_lowering",
     "strip_scan_function": "scan_lowering",
     "AUTO_SCAN": "scan_policy",
+    "AUTO_TRACED_SCAN": "scan_policy",
     "LOWERED_FORMS": "scan_policy",
     "ORT_ONLY_SCANS": "scan_policy",
     "EngineResult": "tensorrt",

@@ -3,7 +3,8 @@ custom ops, checked for parity against PyTorch on real images before it is kept.
 
 The bidirectional Mamba scan is either unrolled by tracing the model with a registered solver (plain
 Mul/Add/Slice/Concat: no Loop, no CumSum, no exp of running sums) or emitted as one ``ultralbm::SelectiveScan``
-node and lowered afterwards (``scan_lowering``); ``scan_policy`` says which form suits which target.
+node and lowered afterwards (``scan_lowering``); ``scan_policy`` says which form suits which target, and the
+model registry whether a network's scans fit the node at all (``ModelSpec.lowered_scan``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from ultralbm_edge.assets import SAMPLE_IMAGES
 from ultralbm_edge.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ultralbm_edge.models import model_spec
 from ultralbm_edge.ops import scan_strategies
 from ultralbm_edge.runtime.backends.base import BackendError
 from ultralbm_edge.runtime.dataset import DatasetError, load_images
@@ -35,7 +37,7 @@ from .parity import check_parity_on, onnx_runtimes
 from .scan_lowering import lower_scan_nodes
 from .scan_node import DOMAIN as SCAN_DOMAIN
 from .scan_node import NODE_STRATEGY
-from .scan_policy import AUTO_SCAN, LOWERED_FORMS, TARGETS, UNSUPPORTED_SCANS
+from .scan_policy import AUTO_SCAN, AUTO_TRACED_SCAN, LOWERED_FORMS, TARGETS, UNSUPPORTED_SCANS
 
 MIN_OPSET = 17  # LayerNormalization is a single op from opset 17 on; older opsets would need it decomposed
 MAX_OPSET = 20
@@ -56,12 +58,14 @@ def export_scans() -> tuple[str, ...]:
     return (*scan_strategies(), *LOWERED_FORMS)
 
 
-def resolve_scan(scan: str, target: str = "onnxruntime") -> str:
-    """Map ``auto`` to the fastest exact strategy for ``target``; refuse a strategy the target cannot run."""
+def resolve_scan(scan: str, target: str = "onnxruntime", variant: str | None = None) -> str:
+    """Map ``auto`` to the fastest exact strategy for ``target`` (and for the registered model ``variant``, when
+    given); refuse a strategy the target, or the model, cannot take."""
     if target not in TARGETS:
         raise ExportError(f"unknown target {target!r}; choose one of {TARGETS}")
+    lowered_ok = variant is None or model_spec(variant).lowered_scan
     if scan == "auto":
-        return AUTO_SCAN[target]
+        return AUTO_SCAN[target] if lowered_ok else AUTO_TRACED_SCAN[target]
     if scan not in export_scans():
         raise ExportError(f"unknown scan strategy {scan!r}; choose auto or one of {export_scans()}")
     if scan in UNSUPPORTED_SCANS[target]:
@@ -69,6 +73,9 @@ def resolve_scan(scan: str, target: str = "onnxruntime") -> str:
         can = [s for s in ("auto", "portable", "blelloch", "loop", "plugin") if s not in UNSUPPORTED_SCANS[target]]
         name = {"tensorrt": "TensorRT cannot build", "openvino": "OpenVINO cannot read"}[target]
         raise ExportError(f"--scan {scan} uses {what}, which {name}; choose --scan {'/'.join(can)} for --target {target}")
+    if scan in LOWERED_FORMS and not lowered_ok:
+        raise ExportError(f"--scan {scan} emits Mamba's gated scan as one node, and {variant} scans without a gate "
+                          f"(VMamba's SS2D); choose --scan auto or one of {scan_strategies()}")
     return scan
 
 
@@ -92,6 +99,9 @@ def _trace(model: torch.nn.Module, path: Path, batch: int, image_size: int, opse
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is ours by choice
+        # InstanceNorm without running statistics (ResMamba-ULite, DermoMamba) always normalises by the input's own
+        # statistics, in eval mode too; the exporter's "train=True" notice is about exactly that.
+        warnings.filterwarnings("ignore", message="ONNX export mode is set to TrainingMode.EVAL, but operator 'instance_norm'")
         torch.onnx.export(
             model,
             (dummy,),
@@ -133,13 +143,14 @@ def export_onnx(
     """
     started = time.perf_counter()
     output = Path(output)
-    scan = resolve_scan(scan, target)
+    resolve_scan(scan, target)
     try:
         source = Path(checkpoint.path) if isinstance(checkpoint, Checkpoint) else resolve_model(checkpoint, "torch")
     except ModelNotFound as e:
         raise ExportError(str(e)) from None
     _check_request(output, source, image_size, batch, opset, overwrite)  # the cheap refusals before loading
     ckpt = open_checkpoint(checkpoint)
+    scan = resolve_scan(scan, target, ckpt.variant)  # the model's own scan forms (ModelSpec.lowered_scan)
     lowered = scan in LOWERED_FORMS
     model = ckpt.model.eval()
     meta = ckpt.metadata(image_size=image_size, scan_strategy=scan, precision="fp16" if fp16 else "fp32")

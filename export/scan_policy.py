@@ -26,3 +26,7 @@ UNSUPPORTED_SCANS = {"onnxruntime": (), "tensorrt": ORT_ONLY_SCANS, "openvino": 
 # one after another on the GPU (engines could not be timed here: no GPU that TensorRT-RTX runs on). OpenVINO: the
 # Scan graph (`loop`, with the state first in its Mul: see scan_lowering._scan_body).
 AUTO_SCAN = {"onnxruntime": "portable", "tensorrt": "blelloch", "openvino": "loop"}
+# What "auto" picks for networks whose scans the one-node forms cannot express (ModelSpec.lowered_scan False:
+# VMamba's ungated SS2D): the fastest traced form on both targets (blelloch, 1.44x the floor on ONNX Runtime CPU
+# against 1.98x for chunked, benchmarks/export_strategies.py).
+AUTO_TRACED_SCAN = {"onnxruntime": "blelloch", "tensorrt": "blelloch", "openvino": "blelloch"}

@@ -150,9 +150,13 @@ def _finish(item: _Loaded, out: Inferred, infer_ms: float, out_dir: Path, opts: 
 
 def _model_facts(backend: Backend) -> dict:
     meta = backend.metadata
-    return {"variant": meta.variant, "scan_strategy": meta.scan_strategy, "precision": meta.precision,
-            "image_size": meta.image_size, "preprocessing": meta.preprocessing,
-            "source_checkpoint_sha256": meta.source_checkpoint_sha256}  # fmt: skip
+    facts = {"variant": meta.variant, "scan_strategy": meta.scan_strategy, "precision": meta.precision,
+             "image_size": meta.image_size, "preprocessing": meta.preprocessing,
+             "source_checkpoint_sha256": meta.source_checkpoint_sha256}  # fmt: skip
+    # Only when on: folders written without test-time augmentation keep the settings they were written with.
+    if backend.test_time_augmentation:
+        facts["test_time_augmentation"] = backend.test_time_augmentation
+    return facts
 
 
 class RunBook:

@@ -1,20 +1,24 @@
 """The format table: every row round-trips the bundled model through its exporter and its backend (as the
-ultralytics exporter tests do), so a new runtime or export target is tested by being registered."""
+ultralytics exporter tests do), so a new runtime or export target is tested by being registered; and every
+registered network round-trips through the ONNX export, so a new network is tested by being registered."""
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
+from peer_fixtures import FIXTURES, write_official_checkpoint
 from ultralbm_edge.assets import SAMPLE_IMAGES
-from ultralbm_edge.checkpoint import load_checkpoint
+from ultralbm_edge.checkpoint import load_checkpoint, save_checkpoint
 from ultralbm_edge.export import export_model, reference_probs
+from ultralbm_edge.models import create_model, list_models
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.backends.tensorrt_env import TensorRTError, current_gpu, load_tensorrt
 from ultralbm_edge.runtime.dataset import load_images
 from ultralbm_edge.runtime.formats import FORMATS, UnknownFormat, format_for, format_named
-from ultralbm_edge.runtime.model_files import resolve_model
+from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
 from ultralbm_edge.runtime.parity import compare
 
 
@@ -87,3 +91,26 @@ def test_every_format_round_trips_through_its_backend(fmt, tmp_path, format_expo
     images = load_images(SAMPLE_IMAGES, 4, 256).images
     report = compare(open_backend(path).run(images), reference_probs(ckpt.model, images))
     assert report.ok, report.summary()
+
+
+def _weights_of(name: str, folder: Path) -> Path:
+    """A peer's fixture weights (official format), else the bundled checkpoint, else an untrained one."""
+    if (FIXTURES / f"{name}.npz").is_file():
+        return write_official_checkpoint(name, folder / f"{name}.pth")
+    try:
+        return resolve_model(name)
+    except ModelNotFound:
+        save_checkpoint(folder / f"{name}.pth", create_model(name), name)
+        return folder / f"{name}.pth"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_round_trips_through_onnxruntime(name, tmp_path):
+    """Each registered network through the export pipeline (its own scan form, parity gate on) into ONNX Runtime.
+    64x64, batch 1 and one image keep the large peers' graphs quick to trace and run."""
+    ckpt = load_checkpoint(_weights_of(name, tmp_path))
+    path = tmp_path / "model.onnx"
+    result = export_model(ckpt, path, format="onnxruntime", image_size=64, parity_count=1)  # refused if not exact
+    assert result.parity.ok and result.parity.n_images == 1, result.parity.summary()
+    meta = open_backend(path).metadata
+    assert (meta.variant, meta.image_size, meta.scan_strategy) == (name, 64, result.metadata.scan_strategy)

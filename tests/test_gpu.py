@@ -223,7 +223,7 @@ def _branch(q: int, k: int, device: str) -> torch.nn.Module:
 def test_fused_conv_branch_matches_a_float64_reference(shape):
     """The LMBP/GLMBP conv branch kernel, on a channel slice of a token tensor as the blocks pass it."""
     from ultralbm_edge.models._fused import conv_branch
-    from ultralbm_edge.models.ultralbm_unet import _image_to_tokens, _tokens_to_image
+    from ultralbm_edge.models._layers import image_to_tokens, tokens_to_image
 
     n, q, k, h, w = shape
     torch.manual_seed(q * k)
@@ -231,7 +231,7 @@ def test_fused_conv_branch_matches_a_float64_reference(shape):
     tokens = torch.randn(n, h * w, 4 * q, device="cuda")
     part, s = tokens[:, :, q : 2 * q], torch.tensor([0.7], device="cuda")
     with torch.inference_mode():
-        exact = _image_to_tokens(branch.double()(_tokens_to_image(part.double(), (h, w)))) + 0.7 * part.double()
+        exact = image_to_tokens(branch.double()(tokens_to_image(part.double(), (h, w)))) + 0.7 * part.double()
         out = conv_branch(branch.float(), part, (h, w), s)
         assert out.shape == part.shape and out.is_contiguous()
         assert (out - exact).abs().max() <= 1e-5
@@ -350,7 +350,8 @@ import ultralbm_edge.ops.triton.sepconv as sepconv
 import ultralbm_edge.ops.triton.upsample as upsample
 from ultralbm_edge.models._fused import conv_branch, conv_norm, conv_norm_pool_gelu, up2
 from ultralbm_edge.ops.triton.conv import ConvTiles, GroupNormParams, conv3x3_group_norm
-from ultralbm_edge.models.ultralbm_unet import DepthwiseSeparableConvBNAct, UltraLBMUNet, _image_to_tokens, _tokens_to_image
+from ultralbm_edge.models._layers import image_to_tokens, tokens_to_image
+from ultralbm_edge.models.ultralbm_unet import DepthwiseSeparableConvBNAct, UltraLBMUNet
 from ultralbm_edge.runtime.model_files import resolve_model
 
 torch.manual_seed(0)
@@ -384,7 +385,7 @@ for q, k, h, w in [(8, 5, 6, 5), (3, 3, 4, 4)]:
             bn.eps = 0.1  # large enough that a kernel ignoring eps would fail
         tokens = torch.randn(2, h * w, 4 * q, dtype=torch.float64)
         part = tokens[:, :, q : 2 * q]
-        exact = _image_to_tokens(branch(_tokens_to_image(part, (h, w)))) + 0.7 * part
+        exact = image_to_tokens(branch(tokens_to_image(part, (h, w)))) + 0.7 * part
         out = conv_branch(branch.float(), part.float(), (h, w), torch.tensor([0.7]))
         assert (out - exact).abs().max() < 1e-5
 unet._fusable = lambda t: t.dtype == torch.float32  # the interpreter runs on CPU tensors

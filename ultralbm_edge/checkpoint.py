@@ -4,7 +4,9 @@ Accepted on load (always with ``torch.load(weights_only=True)``, so a checkpoint
 
 - a raw ``state_dict`` (the authors' ``best.pth``),
 - a dict with ``model_state_dict`` (the authors' resume file ``latest.pth``),
-- either of those with DataParallel's ``module.`` prefix,
+- a dict with ``state_dict`` (a PyTorch-Lightning checkpoint; the model's registered ``checkpoint_filter``
+  removes its LightningModule's attribute prefix),
+- any of those with DataParallel's ``module.`` prefix,
 - our format: a dict with ``format == "ultralbm-edge/1"``, ``state_dict`` and metadata (variant, channels,
   image size, preprocessing, threshold, provenance).
 
@@ -29,7 +31,7 @@ from ultralbm_edge.runtime.files import file_sha256, write_atomic
 from ultralbm_edge.runtime.metadata import MetadataError, ModelMetadata
 from ultralbm_edge.runtime.preprocess import IMAGE_SIZE, PREPROCESSING_ID
 
-from .models import create_model, identify, list_models, model_spec
+from .models import create_model, identify, list_models, model_spec, strip_prefix
 
 FORMAT = "ultralbm-edge/1"
 DEFAULT_THRESHOLD = 0.5
@@ -75,10 +77,8 @@ class Checkpoint:
         return ModelMetadata(**values)
 
 
-def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module.") :]: v for k, v in state_dict.items()}
-    return dict(state_dict)
+# DataParallel's wrapper, whatever the model.
+_strip_data_parallel = strip_prefix("module.")
 
 
 def _unpack(obj: Any, path: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
@@ -87,13 +87,13 @@ def _unpack(obj: Any, path: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict — pass a .pth written by training")
     if obj.get("format") == FORMAT:
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
-        return _strip_prefix(obj["state_dict"]), FORMAT, meta
+        return _strip_data_parallel(dict(obj["state_dict"])), FORMAT, meta
     if "model_state_dict" in obj:
-        return _strip_prefix(obj["model_state_dict"]), "official-resume", {}
+        return _strip_data_parallel(dict(obj["model_state_dict"])), "official-resume", {}
     if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        return _strip_prefix(obj["state_dict"]), "state_dict-wrapper", {}
+        return _strip_data_parallel(dict(obj["state_dict"])), "state_dict-wrapper", {}
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return _strip_prefix(obj), "official-state_dict", {}
+        return _strip_data_parallel(dict(obj)), "official-state_dict", {}
     raise CheckpointError(
         f"{path}: a dict with keys {sorted(obj)[:8]} but no model weights — expected a state_dict, "
         "a dict with 'model_state_dict', or an ultralbm-edge checkpoint"

@@ -47,6 +47,8 @@ class Backend:
     # The largest batch one inference call takes (None: any); with ``fixed_batch`` exactly that many.
     max_batch: int | None = None
     fixed_batch: bool = False
+    # Set by a wrapper that changes what ``run`` returns for the same model file (runtime.tta), else None.
+    test_time_augmentation: str | None = None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for one batch the model accepts as it is."""

@@ -140,6 +140,14 @@ def overwrite_option(what: str = "an existing output") -> Any:
     return typer.Option(False, "--overwrite", help=f"Replace {what} (never an input of the command).")
 
 
+def tta_option() -> Any:
+    return typer.Option(
+        False, "--tta/--no-tta",
+        help="Test-time augmentation: average the probabilities of each image and its 3 mirror images before the "
+        "threshold (4x the inference; gain measured in the model card).",
+    )
+
+
 def model_option(help_text: str = "A .onnx, .xml, .tflite, .engine or .pth file, or a bundled name (default: the bundled model).") -> Any:
     from ultralbm_edge.assets import DEFAULT_MODEL
 

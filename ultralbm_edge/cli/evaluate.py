@@ -17,6 +17,7 @@ from ._common import (
     overwrite_option,
     progress,
     say,
+    tta_option,
     write_result,
 )
 
@@ -31,6 +32,7 @@ def evaluate(
     keep_largest: bool = typer.Option(True, "--keep-largest/--no-keep-largest", help="As predict: drop specks."),
     min_component: float = typer.Option(0.25, min=0.0, max=1.0, help="As predict: keep components of at least this fraction."),
     fill_holes: bool = typer.Option(True, "--fill-holes/--no-fill-holes", help="As predict: fill holes."),
+    tta: bool = tta_option(),
     backend: str = typer.Option("auto", help="auto (from the suffix), onnxruntime, openvino, litert, tensorrt or torch."),
     device: Optional[str] = device_option(),
     batch_size: int = batch_size_option(),
@@ -42,9 +44,10 @@ def evaluate(
     from ultralbm_edge.runtime.evaluate import evaluate as run_evaluate
     from ultralbm_edge.runtime.evaluate import evaluation_report, per_image_csv
     from ultralbm_edge.runtime.postprocess import PostprocessOptions
+    from ultralbm_edge.runtime.tta import with_flip_tta
 
     check_outputs(json_path, csv_path, report, overwrite=overwrite)
-    engine = open_backend(model, backend=backend, device=device)
+    engine = with_flip_tta(open_backend(model, backend=backend, device=device), tta)
     post = PostprocessOptions(engine.metadata.threshold, keep_largest, fill_holes, min_component)
     with progress("evaluating") as on_progress:
         result = run_evaluate(engine, data, post=post, batch_size=batch_size, on_progress=on_progress)

@@ -22,7 +22,8 @@ def export(
     format: str = typer.Option("auto", "--format", help="onnxruntime (ONNX), openvino (IR) or litert (.tflite); auto: from -o's suffix."),
     scan: str = typer.Option(
         "auto",
-        help="Scan form: auto, portable, blelloch, parallel, chunked, sequential, loop, linear_attention, plugin (LiteRT: traced ones).",
+        help="Scan form: auto, portable, blelloch, parallel, chunked, sequential, loop, linear_attention, plugin (LiteRT: traced "
+        "ones; resmamba-ulite and dermomamba, whose SS2D scans have no gate: traced ones).",
     ),
     target: str = typer.Option("onnxruntime", help="What 'auto' optimises for: onnxruntime, tensorrt (implied by --engine) or openvino."),
     image_size: int = typer.Option(256, help="Square input size (a multiple of 32)."),

@@ -10,9 +10,25 @@ from . import app
 from ._common import fail, needs_torch
 
 
+def _list_models() -> None:
+    needs_torch("info --models")
+    from ultralbm_edge.models import count_parameters, create_model, list_models, model_spec
+
+    for name in list_models():
+        spec = model_spec(name)
+        typer.echo(f"{name:<20}{count_parameters(create_model(name)):>11,} parameters  {spec.description}")
+        typer.echo(f"{'':<20}paper: {spec.paper}")
+
+
 @app.command()
-def info(model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .pth, .onnx or .engine file, or a bundled name.")) -> None:
+def info(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .pth, .onnx or .engine file, or a bundled name."),
+    models: bool = typer.Option(False, "--models", help="List the registered models (what --variant accepts) instead."),
+) -> None:
     """Show a model file's variant, metadata, hash (and for checkpoints the parameter count and provenance)."""
+    if models:
+        _list_models()
+        return
     from ultralbm_edge.runtime.formats import UnknownFormat, format_for
     from ultralbm_edge.runtime.model_files import ModelNotFound, resolve_model
     from ultralbm_edge.runtime.model_info import deployed_model_info

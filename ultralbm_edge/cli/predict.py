@@ -16,6 +16,7 @@ from ._common import (
     progress,
     say,
     threads_option,
+    tta_option,
 )
 
 
@@ -39,6 +40,7 @@ def predict(
     workers: Optional[int] = typer.Option(
         None, "--workers", min=1, max=64, help="Threads decoding and writing, 1-64 (default: up to 16 on a GPU, else 2)."
     ),
+    tta: bool = tta_option(),
     compile: bool = typer.Option(False, "--compile", help="PyTorch checkpoints on a CUDA GPU: torch.compile inside the CUDA graphs."),
     backend: str = typer.Option("auto", help="auto (from the suffix), onnxruntime, openvino, litert, tensorrt or torch."),
     device: Optional[str] = device_option(),
@@ -64,6 +66,7 @@ def predict(
     from ultralbm_edge.runtime.imageio import ImageLimits
     from ultralbm_edge.runtime.predict import PredictOptions, iter_failures, prediction_report
     from ultralbm_edge.runtime.predict import predict as run_predict
+    from ultralbm_edge.runtime.tta import with_flip_tta
 
     if threshold is not None and not 0.0 < threshold < 1.0:
         fail(f"--threshold {threshold} must be between 0 and 1")
@@ -72,13 +75,15 @@ def predict(
         fail(f"input not found: {', '.join(missing)}")
     if not ray and (actors is not None or gpus_per_actor is not None):
         fail("--actors and --gpus-per-actor spread inference over a Ray cluster: add --ray")
+    if ray and tta:
+        fail("--tta is not available with --ray (the cluster's actors open the model themselves): run without --ray")
     limits = ImageLimits(max_megapixels, max_file_mb)
     if ray:
         summary = _predict_on_ray(inputs, model, output, backend, device, threads, compile, actors, gpus_per_actor, batch_size,
                                   workers, PredictOptions(threshold, save_probs, overlay, keep_largest, fill_holes, min_component,
                                                           overwrite=overwrite, limits=limits))  # fmt: skip
     else:
-        engine = open_backend(model, backend=backend, threads=threads, device=device, compile=compile)
+        engine = with_flip_tta(open_backend(model, backend=backend, threads=threads, device=device, compile=compile), tta)
         on_gpu = engine.batch_stages() is not None
         batch_size = batch_size or (64 if on_gpu else 8)
         workers = workers or (min(16, CPUS) if on_gpu else 2)

@@ -33,7 +33,7 @@ def limit_option():
 def train_cmd(
     data: Path = typer.Option(..., help="Folder with train/images, train/masks, val/images, val/masks."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (best.pth, last.pth, metrics.csv/json)."),
-    variant: str = typer.Option(DEFAULT_MODEL, help="A registered model: ultralbm or ultralbm-t."),
+    variant: str = typer.Option(DEFAULT_MODEL, help="A registered model (`ultralbm-edge info --models` lists them)."),
     epochs: int = typer.Option(300, min=1, help="Epochs (paper: 300)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, max=1024, help="Batch size per process (paper: 8)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate, > 0 (paper: 1e-3)."),
@@ -45,7 +45,8 @@ def train_cmd(
     stop_after_minutes: Optional[float] = typer.Option(None, min=0.0, help="End cleanly after the epoch that crosses this."),
     limit: Optional[int] = limit_option(),
 ) -> None:
-    """Train UltraLBM-UNet with the paper's recipe (BCE+Dice, AdamW, cosine schedule, flips and rotations)."""
+    """Train UltraLBM-UNet (or another registered model) with the paper's recipe (BCE+Dice, AdamW, cosine
+    schedule, flips and rotations)."""
     needs_torch("train")
     from ultralbm_edge.train import TrainConfig
 

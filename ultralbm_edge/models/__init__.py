@@ -11,11 +11,11 @@ import pkgutil
 
 from torch import nn
 
-from ._registry import ModelSpec, create_model, identify, list_models, model_spec, register_model
-from .mamba import Mamba, ScanStrategyMixin
+from ._registry import ModelSpec, create_model, identify, list_models, model_spec, register_model, strip_prefix
+from .mamba import Mamba, ScanLayer, ScanStrategyMixin
 
 for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):  # _registry, _fused (kernel adapters, imported on use): not families
+    if not _module.name.startswith("_"):  # _registry, _fused, shared layers (_layers, _vss, _attention): not families
         importlib.import_module(f"{__name__}.{_module.name}")
 
 
@@ -26,6 +26,7 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "Mamba",
     "ModelSpec",
+    "ScanLayer",
     "ScanStrategyMixin",
     "count_parameters",
     "create_model",
@@ -33,4 +34,5 @@ __all__ = [
     "list_models",
     "model_spec",
     "register_model",
+    "strip_prefix",
 ]

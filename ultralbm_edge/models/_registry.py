@@ -1,10 +1,11 @@
 """The model registry (as timm's): each network family's file registers its named models with the facts a
 deployment needs, so a new network is one new file under ``models/`` and every tool picks it up.
 
-A :class:`ModelSpec` says how to build the network, how to recognise its weights in a checkpoint (one key and its
-shape), how to remap foreign checkpoints of it, and its deployment facts: which ONNX node scopes hold its first
-conv and its head (kept out of INT8) and which must stay FP32 in reduced precision (the Mamba blocks). Export
-writes those facts into the model file's metadata, so the torch-free tools read them from there.
+A :class:`ModelSpec` says how to build the network, how to recognise its weights in a checkpoint (keys and their
+shapes), how to remap foreign checkpoints of it, and its deployment facts: which ONNX node scopes hold its first
+conv and its head (kept out of INT8), which must stay FP32 in reduced precision (the Mamba blocks), and which scan
+forms the export may give it. Export writes the node-scope facts into the model file's metadata, so the torch-free
+tools read them from there.
 """
 
 from __future__ import annotations
@@ -21,25 +22,49 @@ class UnknownModel(UserError, ValueError):
     """A model name that no registered family provides."""
 
 
+Signature = tuple[tuple[str, tuple[int, ...]], ...]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     build: Callable[[], nn.Module]  # an untrained network, (N, 3, S, S) in [0, 255] -> (N, 1, S, S) probabilities
     description: str
-    # A state_dict key and its shape that only this model's weights have (how checkpoints are recognised).
-    signature: tuple[str, tuple[int, ...]]
+    # State_dict keys and their shapes that together only this model's weights have (how checkpoints are
+    # recognised, after ``checkpoint_filter``).
+    signature: Signature
     # ONNX node-name fragments (see runtime.metadata.ModelMetadata): first conv and head, kept out of INT8 ...
     unquantized_scopes: tuple[str, ...] = ()
     # ... and the parts kept in FP32 in FP16 and INT8 models.
     fp32_scopes: tuple[str, ...] = ("/mamba/",)
     # Remaps a foreign checkpoint's state_dict to this model's keys (timm's checkpoint_filter_fn); None: as is.
     checkpoint_filter: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Whether the export may emit the scan as one ultralbm::SelectiveScan node (the lowered forms: loop,
+    # linear_attention, plugin). That node is Mamba's gated call; networks with ungated scans (VMamba's SS2D,
+    # ScanLayer.gated_scan False) export with a traced strategy instead.
+    lowered_scan: bool = True
     paper: str = ""  # the source of the design and its reported size
 
     def matches(self, state_dict: Mapping[str, Any]) -> bool:
-        key, shape = self.signature
-        value = state_dict.get(key)
-        return value is not None and tuple(getattr(value, "shape", ())) == shape
+        if self.checkpoint_filter is not None:
+            state_dict = self.checkpoint_filter(dict(state_dict))
+        for key, shape in self.signature:
+            value = state_dict.get(key)
+            if value is None or tuple(getattr(value, "shape", ())) != shape:
+                return False
+        return True
+
+
+def strip_prefix(prefix: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A ``checkpoint_filter`` that removes ``prefix`` when every key has it (a wrapper's attribute name, e.g. a
+    PyTorch-Lightning module's ``model.``)."""
+
+    def strip(state_dict: dict[str, Any]) -> dict[str, Any]:
+        if state_dict and all(k.startswith(prefix) for k in state_dict):
+            return {k[len(prefix) :]: v for k, v in state_dict.items()}
+        return state_dict
+
+    return strip
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

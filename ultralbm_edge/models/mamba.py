@@ -1,9 +1,11 @@
-"""A pure-PyTorch Mamba-1 block, parameter-for-parameter compatible with ``mamba_ssm.Mamba``.
+"""A pure-PyTorch Mamba-1 block, parameter-for-parameter compatible with ``mamba_ssm.Mamba``, and the one switch
+for the scan strategy of a whole network.
 
 Names and shapes (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) match mamba_ssm 2.2.2 so that
 state_dicts written by the authors' code (which uses the CUDA kernels) load unchanged. The scan itself is
-delegated to :func:`ultralbm_edge.ops.selective_scan`, whose strategy a network switches for all its blocks at once
-through :class:`ScanStrategyMixin`.
+delegated to :func:`ultralbm_edge.ops.selective_scan`. Every layer that scans (this Mamba, VMamba's SS2D in
+``_vss``) is a :class:`ScanLayer`, whose strategy a network switches for all its layers at once through
+:class:`ScanStrategyMixin`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,31 @@ from torch import Tensor, nn
 from ..ops import check_strategy, selective_scan
 
 
-class Mamba(nn.Module):
+class ScanLayer(nn.Module):
+    """A layer whose recurrences all run through ``ops.selective_scan(..., strategy=self.scan_strategy)``."""
+
+    # Whether every scan call passes the gate z, as Mamba's does. The export's one-node scan forms
+    # (export.scan_node) express only that call; VMamba's SS2D scans with z=None (it gates after a LayerNorm).
+    gated_scan: bool = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Which solver runs the recurrence; "sequential" is the reference (see ops.selective_scan).
+        self.scan_strategy = "sequential"
+
+
+def dt_bias_init(shape: tuple[int, ...], dt_min: float, dt_max: float, floor: float) -> Tensor:
+    """mamba_ssm's dt bias: softplus^-1 of a step size drawn log-uniformly from [dt_min, dt_max] (at least floor)."""
+    dt = torch.exp(torch.rand(shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def s4d_real_a_log(rows: int, d_state: int) -> Tensor:
+    """log of S4D-real's A = (1, 2, ..., d_state) for each of ``rows`` channels (the scan uses -exp(A_log))."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(rows, 1)
+
+
+class Mamba(ScanLayer):
     def __init__(
         self,
         d_model: int,
@@ -36,8 +62,6 @@ class Mamba(nn.Module):
         self.d_conv = d_conv
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16)
-        # Which solver runs the recurrence; "sequential" is the reference (see ops.selective_scan).
-        self.scan_strategy = "sequential"
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv1d = nn.Conv1d(
@@ -51,12 +75,9 @@ class Mamba(nn.Module):
         # S4D-real A = -(1..N), D = 1.
         dt_init_std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
-        self.A_log = nn.Parameter(torch.log(A))
+            self.dt_proj.bias.copy_(dt_bias_init((self.d_inner,), dt_min, dt_max, dt_init_floor))
+        self.A_log = nn.Parameter(s4d_real_a_log(self.d_inner, d_state))
         self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.D._no_weight_decay = True  # type: ignore[attr-defined]
@@ -89,30 +110,31 @@ _Net = TypeVar("_Net", bound="ScanStrategyMixin")
 
 
 class ScanStrategyMixin(nn.Module):
-    """The one switch for the scan strategy of every Mamba block in a network (see ``ops.scan_strategies()``)."""
+    """The one switch for the scan strategy of every scanning layer (Mamba, SS2D) in a network (see
+    ``ops.scan_strategies()``)."""
 
-    def mamba_blocks(self) -> list[Mamba]:
-        return [m for m in self.modules() if isinstance(m, Mamba)]
+    def scan_layers(self) -> list[ScanLayer]:
+        return [m for m in self.modules() if isinstance(m, ScanLayer)]
 
     @property
     def scan_strategy(self) -> str:
-        """The strategy all Mamba blocks use ("" for a network without any)."""
-        strategies = {m.scan_strategy for m in self.mamba_blocks()}
+        """The strategy all scanning layers use ("" for a network without any)."""
+        strategies = {m.scan_strategy for m in self.scan_layers()}
         if len(strategies) > 1:
-            raise RuntimeError(f"Mamba blocks disagree on the scan strategy: {sorted(strategies)}")
+            raise RuntimeError(f"scanning layers disagree on the scan strategy: {sorted(strategies)}")
         return strategies.pop() if strategies else ""
 
     def set_scan_strategy(self: _Net, strategy: str) -> _Net:
-        """Route every Mamba block's recurrence through ``strategy``; returns the network."""
+        """Route every scanning layer's recurrences through ``strategy``; returns the network."""
         check_strategy(strategy)
-        for m in self.mamba_blocks():
+        for m in self.scan_layers():
             m.scan_strategy = strategy
         return self
 
     @contextmanager
     def using_scan(self, strategy: str) -> Iterator[None]:
-        """Run the block inside on ``strategy``, then restore each Mamba block's previous strategy."""
-        previous = [(m, m.scan_strategy) for m in self.mamba_blocks()]
+        """Run the block inside on ``strategy``, then restore each scanning layer's previous strategy."""
+        previous = [(m, m.scan_strategy) for m in self.scan_layers()]
         self.set_scan_strategy(strategy)
         try:
             yield

@@ -8,12 +8,11 @@ Module names equal the authors' so their state_dicts load unchanged.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._layers import image_to_tokens, tokens_to_image, up2, vm_unet_init
 from ._registry import ModelSpec, register_model
 from .mamba import Mamba, ScanStrategyMixin
 
@@ -41,21 +40,11 @@ class DepthwiseSeparableConvBNAct(nn.Module):
         return self.act_pw(self.bn_pw(self.pw(x)))
 
 
-def _tokens_to_image(tokens: Tensor, hw: tuple[int, int]) -> Tensor:
-    b, _, c = tokens.shape
-    return tokens.transpose(1, 2).reshape(b, c, *hw)
-
-
 def _fused():
     """The adapters to the fused Triton kernels (``models._fused``); imported on first use: they import triton."""
     from . import _fused
 
     return _fused
-
-
-def _image_to_tokens(img: Tensor) -> Tensor:
-    b, c = img.shape[:2]
-    return img.reshape(b, c, -1).transpose(1, 2)
 
 
 def _fusable(x: Tensor) -> bool:
@@ -69,7 +58,7 @@ def _conv_branch(conv: DepthwiseSeparableConvBNAct, p: Tensor, hw: tuple[int, in
     """A multi-branch block's conv branch on tokens ``p``: tokens(conv(image(p))) + skip_scale * p."""
     if fused and _fusable(p) and not any(m.training for m in conv.modules()):  # BatchNorm with running statistics
         return _fused().conv_branch(conv, p, hw, skip_scale.detach())
-    return _image_to_tokens(conv(_tokens_to_image(p, hw))) + skip_scale * p
+    return image_to_tokens(conv(tokens_to_image(p, hw))) + skip_scale * p
 
 
 class LMBP(nn.Module):
@@ -91,12 +80,12 @@ class LMBP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.float()  # the authors upcast fp16 inputs here
         hw = (x.shape[2], x.shape[3])
-        parts = torch.chunk(self.norm(_image_to_tokens(x)), 4, dim=2)
+        parts = torch.chunk(self.norm(image_to_tokens(x)), 4, dim=2)
         convs = (self.sep_conv1, self.sep_conv2, self.sep_conv3)
         branches = [_conv_branch(conv, p, hw, self.skip_scale, self.fused_kernels) for conv, p in zip(convs, parts)]
         branches.append(parts[3] + self.skip_scale * parts[3])
         out = self.proj(self.norm(torch.cat(branches, dim=2)))
-        return _tokens_to_image(out, hw)
+        return tokens_to_image(out, hw)
 
 
 class GLMBP(nn.Module):
@@ -119,7 +108,7 @@ class GLMBP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.float()
         hw = (x.shape[2], x.shape[3])
-        x1, x2, x3, x4 = torch.chunk(self.norm(_image_to_tokens(x)), 4, dim=2)
+        x1, x2, x3, x4 = torch.chunk(self.norm(image_to_tokens(x)), 4, dim=2)
         # The four Mamba calls (two branches x forward/backward) share weights, so they run as one call
         # on a 4x batch: [x1, x2, flip(x1), flip(x2)].
         b = x1.shape[0]
@@ -131,11 +120,7 @@ class GLMBP(nn.Module):
         m3 = _conv_branch(self.sep_conv, x3, hw, self.skip_scale, self.fused_kernels)
         m4 = x4 + self.skip_scale * x4
         out = self.proj(self.norm(torch.cat([m1, m2, m3, m4], dim=2)))
-        return _tokens_to_image(out, hw)
-
-
-def _up2(x: Tensor) -> Tensor:
-    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+        return tokens_to_image(out, hw)
 
 
 class UltraLBMUNet(ScanStrategyMixin):
@@ -161,24 +146,9 @@ class UltraLBMUNet(ScanStrategyMixin):
                          ("dbn1", 4), ("dbn2", 3), ("dbn3", 2), ("dbn4", 1), ("dbn5", 0)]:  # fmt: skip
             setattr(self, name, nn.GroupNorm(min(4, c[ch]), c[ch]))
         self.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
-        self.apply(self._init_weights)
+        self.apply(vm_unet_init)  # the authors' init (UltraLight VM-UNet's), Mamba's projections included
         self.k = nn.Parameter(torch.tensor(float(init_k)))  # learnable skip scale
         self.fused_kernels = False
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # The authors' init, applied to every submodule including Mamba's projections.
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.Conv1d):
-            m.weight.data.normal_(0, math.sqrt(2.0 / (m.kernel_size[0] * m.out_channels)))
-        elif isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                m.bias.data.zero_()
 
     @property
     def fused_kernels(self) -> bool:
@@ -217,12 +187,12 @@ class UltraLBMUNet(ScanStrategyMixin):
         """gelu(up2(y)) + k * skip."""
         if self.fused_kernels and _fusable(y) and skip.dtype == y.dtype:
             return _fused().up2(y, "gelu_add", skip=skip, k=self.k.detach())
-        return F.gelu(_up2(y)) + self.k * skip
+        return F.gelu(up2(y)) + self.k * skip
 
     def _up_sigmoid(self, y: Tensor) -> Tensor:
         if self.fused_kernels and _fusable(y):
             return _fused().up2(y, "sigmoid")
-        return torch.sigmoid(_up2(y))
+        return torch.sigmoid(up2(y))
 
     def forward(self, x: Tensor) -> Tensor:
         out = t1 = self._encode(self.encoder1, self.ebn1, x)
@@ -245,7 +215,8 @@ def _ultralbm(name: str, channel_multiplier: float, description: str, paper: str
             name=name,
             build=lambda: UltraLBMUNet(channel_multiplier=channel_multiplier),
             description=description,
-            signature=("encoder1.0.weight", (first_width, 3, 3, 3)),
+            # The first conv's width tells the two apart; the learnable skip scale k, UltraLight VM-UNet's.
+            signature=(("encoder1.0.weight", (first_width, 3, 3, 3)), ("k", ())),
             unquantized_scopes=("/encoder1/", "/final/"),
             fp32_scopes=("/mamba/",),
             paper=paper,
