@@ -41,12 +41,15 @@ def export(
     parity report for every installed runtime that runs it."""
     needs_torch("export")
     from ultralbm_edge.export import export_engine, export_model, export_onnx
+    from ultralbm_edge.runtime.files import check_output
     from ultralbm_edge.runtime.formats import format_named
     from ultralbm_edge.runtime.model_files import resolve_model
 
     from .engine import report_engine
 
     source = resolve_model(checkpoint, "torch")
+    if output is not None:  # first: "-o is the checkpoint" is the mistake to name, not the suffix it implies
+        check_output(output, inputs=[source], overwrite=overwrite)
     fmt = format_named(format) if format != "auto" else _format_of(output)
     if fmt.exporter is None or fmt.name == "tensorrt":
         fail(f"--format {fmt.name}: export writes onnxruntime, openvino or litert files (engines: --engine, or build-engine)")
