@@ -58,14 +58,20 @@ def export_scans() -> tuple[str, ...]:
     return (*scan_strategies(), *LOWERED_FORMS)
 
 
-def resolve_scan(scan: str, target: str = "onnxruntime", variant: str | None = None) -> str:
+def resolve_scan(scan: str, target: str = "onnxruntime", variant: str | None = None, fp16: bool = False) -> str:
     """Map ``auto`` to the fastest exact strategy for ``target`` (and for the registered model ``variant``, when
     given); refuse a strategy the target, or the model, cannot take."""
     if target not in TARGETS:
         raise ExportError(f"unknown target {target!r}; choose one of {TARGETS}")
     lowered_ok = variant is None or model_spec(variant).lowered_scan
     if scan == "auto":
-        return AUTO_SCAN[target] if lowered_ok else AUTO_TRACED_SCAN[target]
+        chosen = AUTO_SCAN[target] if lowered_ok else AUTO_TRACED_SCAN[target]
+        # FP16 conversion puts casts inside the region a portable file records for the ONNX Runtime swap, so the
+        # swap could not apply: the same stock Scan graph without the record.
+        return "loop" if fp16 and chosen == "portable" else chosen
+    if fp16 and scan == "portable":
+        raise ExportError("--scan portable with --fp16: the FP16 casts break the scan record ONNX Runtime swaps at load; "
+                          "choose --scan auto (the same Scan graph, no record) or drop --fp16")
     if scan not in export_scans():
         raise ExportError(f"unknown scan strategy {scan!r}; choose auto or one of {export_scans()}")
     if scan in UNSUPPORTED_SCANS[target]:
@@ -143,14 +149,14 @@ def export_onnx(
     """
     started = time.perf_counter()
     output = Path(output)
-    resolve_scan(scan, target)
+    resolve_scan(scan, target, fp16=fp16)
     try:
         source = Path(checkpoint.path) if isinstance(checkpoint, Checkpoint) else resolve_model(checkpoint, "torch")
     except ModelNotFound as e:
         raise ExportError(str(e)) from None
     _check_request(output, source, image_size, batch, opset, overwrite)  # the cheap refusals before loading
     ckpt = open_checkpoint(checkpoint)
-    scan = resolve_scan(scan, target, ckpt.variant)  # the model's own scan forms (ModelSpec.lowered_scan)
+    scan = resolve_scan(scan, target, ckpt.variant, fp16)  # the model's own scan forms (ModelSpec.lowered_scan)
     lowered = scan in LOWERED_FORMS
     model = ckpt.model.eval()
     meta = ckpt.metadata(image_size=image_size, scan_strategy=scan, precision="fp16" if fp16 else "fp32")

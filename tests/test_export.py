@@ -141,6 +141,11 @@ def test_auto_picks_per_target_and_refuses_forms_a_target_cannot_load():
             resolve_scan(form, "openvino")
     with pytest.raises(ExportError, match="unknown scan strategy 'cumsum'"):
         resolve_scan("cumsum")
+    # FP16: the same stock Scan graph without the swap record, whose region the FP16 casts would break.
+    assert resolve_scan("auto", "onnxruntime", fp16=True) == "loop"
+    assert resolve_scan("auto", "tensorrt", fp16=True) == "blelloch"
+    with pytest.raises(ExportError, match="--scan portable with --fp16"):
+        resolve_scan("portable", fp16=True)
 
 
 @pytest.mark.parametrize(
