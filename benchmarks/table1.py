@@ -77,7 +77,7 @@ def gmacs(model: torch.nn.Module, size: int = 256) -> float:
 
 def trained_checkpoint(name: str) -> Path | None:
     try:
-        return resolve_model(name)  # bundled weights
+        return resolve_model(name, "torch")  # bundled weights
     except ModelNotFound:
         return None
 

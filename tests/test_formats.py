@@ -98,7 +98,7 @@ def _weights_of(name: str, folder: Path) -> Path:
     if (FIXTURES / f"{name}.npz").is_file():
         return write_official_checkpoint(name, folder / f"{name}.pth")
     try:
-        return resolve_model(name)
+        return resolve_model(name, "torch")
     except ModelNotFound:
         save_checkpoint(folder / f"{name}.pth", create_model(name), name)
         return folder / f"{name}.pth"
