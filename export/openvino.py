@@ -45,12 +45,12 @@ def export(
     weights = output.with_suffix(".bin")
     if output.suffix.lower() != ".xml":
         raise ExportError(f"{output}: OpenVINO IR is written as NAME.xml (+ NAME.bin) — choose -o {output.with_suffix('.xml').name}")
+    ckpt = open_checkpoint(checkpoint)
     try:
-        for path in (output, weights):
-            check_output(path, overwrite=overwrite)
+        for path in (output, weights):  # the .bin beside the .xml is never the checkpoint either
+            check_output(path, inputs=[ckpt.path], overwrite=overwrite)
     except OutputError as e:
         raise ExportError(str(e)) from None
-    ckpt = open_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory(prefix="ulbm-openvino-") as folder:
         onnx_path = Path(folder) / "model.onnx"
         exported = export_onnx(ckpt, onnx_path, scan=scan, target="openvino", image_size=image_size, batch=batch,

@@ -126,3 +126,16 @@ def test_ir_export_predict_and_benchmark_from_the_cli(tmp_path, ph2_val_images):
     rows = json.loads((tmp_path / "bench.json").read_text())["models"]
     assert [r["backend"]["backend"] for r in rows] == ["onnxruntime", "openvino"]
     assert rows[0]["backend"]["scan"].startswith("linear_attention") and rows[1]["backend"]["openvino"] == openvino_backend.VERSION
+
+
+def test_ir_export_never_writes_its_weights_over_the_checkpoint(tmp_path):
+    """OpenVINO writes NAME.bin beside NAME.xml: a checkpoint called NAME.bin is an input, even with --overwrite."""
+    from ultralbm_edge.export.openvino import export as export_openvino
+    from ultralbm_edge.runtime.model_files import resolve_model
+
+    ckpt = tmp_path / "model.bin"
+    ckpt.write_bytes(resolve_model("ultralbm", "torch").read_bytes())
+    before = ckpt.read_bytes()
+    with pytest.raises(ExportError, match="is also an input"):
+        export_openvino(ckpt, tmp_path / "model.xml", check=False, overwrite=True)
+    assert ckpt.read_bytes() == before and not (tmp_path / "model.xml").exists()
