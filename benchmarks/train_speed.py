@@ -4,7 +4,8 @@
   ``NPY_datasets`` + ``train_transformer`` (PIL decode, per-sample normalise/flip/rotate/resize on the CPU in
   DataLoader workers), their ``BceDiceLoss``, AdamW (1e-3, wd 1e-2); the loop of their ``engine.train_one_epoch``
   restated here (their engine.py also imports sklearn/tqdm for validation only).
-- ``ours_<scan>[_amp]``: ``ultralbm_edge.train.train`` with the same recipe, one line per scan strategy / precision.
+- ``ours_<scan>[+amp][+eager]``: ``ultralbm_edge.train.train`` with the same recipe, one line per scan strategy /
+  precision; ``+eager`` turns off the recorded CUDA-graph step (``--no-cuda-graph``), which fp32 runs use by default.
 
 Reported: seconds per training epoch (median over epochs after the first, which pays start-up/autotuning), images/s,
 and the ratio to the authors'. Third-party code is never vendored: pass where their repository and mamba_ssm live.
@@ -75,12 +76,12 @@ def authors_epochs(args: argparse.Namespace) -> list[float]:
     return seconds
 
 
-def ours_epochs(args: argparse.Namespace, scan: str, amp: bool) -> list[float]:
+def ours_epochs(args: argparse.Namespace, scan: str, amp: bool, cuda_graph: bool) -> list[float]:
     from ultralbm_edge.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(data=str(args.data), out=out, epochs=args.epochs, device="cuda", scan=scan, amp=amp)
-        history = train(cfg, log=lambda line: print(f"ours[{scan}{'+amp' if amp else ''}] {line}", flush=True))["history"]
+        cfg = TrainConfig(data=str(args.data), out=out, epochs=args.epochs, device="cuda", scan=scan, amp=amp, cuda_graph=cuda_graph)
+        history = train(cfg, log=lambda line: print(f"ours[{scan}{'+amp' if amp else ''}{'' if cuda_graph else '+eager'}] {line}", flush=True))["history"]
     return [h["seconds"] for h in history]
 
 
@@ -98,15 +99,15 @@ def main() -> None:
     ap.add_argument("--mamba-ext", type=Path, help="folder holding the built selective_scan_cuda extension")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=8, help="their DataLoader workers (config num_workers = 8)")
-    ap.add_argument("--ours", default="blelloch,triton,triton+amp", help="scan[+amp] variants of ours to time")
+    ap.add_argument("--ours", default="triton+eager,triton,triton+amp", help="scan[+amp][+eager] variants of ours to time")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for both
     n_images = len(list((args.data / "train" / "images").iterdir()))
     rows = []
     for variant in filter(None, args.ours.split(",")):
-        scan, _, amp = variant.partition("+")
-        rows.append(summarise(f"ours_{variant}", ours_epochs(args, scan, amp == "amp"), n_images))
+        scan, *flags = variant.split("+")
+        rows.append(summarise(f"ours_{variant}", ours_epochs(args, scan, "amp" in flags, "eager" not in flags), n_images))
     if args.authors_repo:
         rows.insert(0, summarise("authors", authors_epochs(args), n_images))
     base = rows[0]["s_per_epoch"] if args.authors_repo else None

@@ -63,7 +63,7 @@ class HybridDistillationLoss(nn.Module):
         t = F.softmax(teacher.reshape(n, -1) / self.attention_temperature, dim=1)
         return F.kl_div(s, t, reduction="batchmean")
 
-    def forward(self, student: Tensor, teacher: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, student: Tensor, teacher: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         teacher = teacher.detach()
         parts = {
             "hard": self.hard(student, target),
@@ -72,4 +72,5 @@ class HybridDistillationLoss(nn.Module):
             "attention": self.attention_transfer(student, teacher),
         }
         total = sum(self.weights[k] * torch.nan_to_num(v, nan=0.0) for k, v in parts.items())
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        # The parts stay tensors: reading them on the CPU would stop a step recorded as a CUDA graph.
+        return total, {k: v.detach() for k, v in parts.items()}
