@@ -20,10 +20,10 @@ import torch
 
 from ultralbm_edge.checkpoint import Checkpoint
 from ultralbm_edge.ops import scan_strategies
-from ultralbm_edge.runtime.files import OutputError, atomic_path, check_output
+from ultralbm_edge.runtime.files import atomic_path
 
 from .errors import ExportError
-from .onnx_export import ExportResult, open_checkpoint, parity_inputs, verify_on_runtimes
+from .onnx_export import ExportResult, check_shape_and_outputs, open_checkpoint, parity_inputs, verify_on_runtimes
 
 AUTO_SCAN = "blelloch"
 
@@ -72,13 +72,8 @@ def export(
         raise ExportError(f"--scan {scan}: LiteRT models are converted from PyTorch with a traced strategy; choose auto or one of {scan_strategies()}")
     if dynamic_batch:
         raise ExportError("LiteRT export has a fixed batch: pass --batch N instead of --dynamic-batch (larger batches run as several calls)")
-    if batch < 1 or image_size % 32 or image_size < 32:
-        raise ExportError(f"--batch {batch} / --image-size {image_size}: need a batch >= 1 and a size that is a multiple of 32")
     ckpt = open_checkpoint(checkpoint)
-    try:
-        check_output(output, inputs=[ckpt.path], overwrite=overwrite)
-    except OutputError as e:
-        raise ExportError(str(e)) from None
+    check_shape_and_outputs([output], ckpt.path, image_size, batch, overwrite)
     model = ckpt.model.eval()
     meta = ckpt.metadata(image_size=image_size, scan_strategy=scan, precision="fp32")
     with torch.no_grad(), model.using_scan(scan):

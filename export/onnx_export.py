@@ -86,14 +86,21 @@ def resolve_scan(scan: str, target: str = "onnxruntime", variant: str | None = N
 
 
 def _check_request(output: Path, source: Path, image_size: int, batch: int, opset: int, overwrite: bool) -> None:
-    if image_size % 32 or image_size < 32:
-        raise ExportError(f"--image-size {image_size} is not a multiple of 32 (the network downsamples 5 times by 2)")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"--opset {opset} is unsupported: use {MIN_OPSET}..{MAX_OPSET} (LayerNormalization needs opset >= 17)")
+    check_shape_and_outputs([output], source, image_size, batch, overwrite)
+
+
+def check_shape_and_outputs(outputs: list[Path], source: Path, image_size: int, batch: int, overwrite: bool) -> None:
+    """The refusals every exporter shares, before any work: the input size and batch the network takes, and files it
+    may write (never the checkpoint it reads; an existing one only with ``overwrite``)."""
+    if image_size % 32 or image_size < 32:
+        raise ExportError(f"--image-size {image_size} is not a multiple of 32 (the network downsamples 5 times by 2)")
     if batch < 1:
         raise ExportError(f"--batch {batch} must be >= 1")
     try:
-        check_output(output, inputs=[source], overwrite=overwrite)
+        for path in outputs:
+            check_output(path, inputs=[source], overwrite=overwrite)
     except OutputError as e:
         raise ExportError(str(e)) from None
 

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from ultralbm_edge.checkpoint import Checkpoint
-from ultralbm_edge.runtime.files import OutputError, atomic_path, check_output
+from ultralbm_edge.runtime.files import atomic_path
 
 from .errors import ExportError
-from .onnx_export import ExportResult, export_onnx, open_checkpoint, parity_inputs, verify_on_runtimes
+from .onnx_export import ExportResult, check_shape_and_outputs, export_onnx, open_checkpoint, parity_inputs, verify_on_runtimes
 
 
 def export(
@@ -46,11 +46,7 @@ def export(
     if output.suffix.lower() != ".xml":
         raise ExportError(f"{output}: OpenVINO IR is written as NAME.xml (+ NAME.bin) — choose -o {output.with_suffix('.xml').name}")
     ckpt = open_checkpoint(checkpoint)
-    try:
-        for path in (output, weights):  # the .bin beside the .xml is never the checkpoint either
-            check_output(path, inputs=[ckpt.path], overwrite=overwrite)
-    except OutputError as e:
-        raise ExportError(str(e)) from None
+    check_shape_and_outputs([output, weights], ckpt.path, image_size, batch, overwrite)  # the .bin is never the checkpoint either
     with tempfile.TemporaryDirectory(prefix="ulbm-openvino-") as folder:
         onnx_path = Path(folder) / "model.onnx"
         exported = export_onnx(ckpt, onnx_path, scan=scan, target="openvino", image_size=image_size, batch=batch,
