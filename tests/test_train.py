@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import DATA
@@ -111,3 +112,24 @@ def test_ddp_under_torchrun_with_gloo(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert "resumed from" in res.stdout and "epoch 2/2" in res.stdout and "epoch 1/2" not in res.stdout, res.stdout
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1, 2]
+
+
+def test_optimizer_state_of_a_recorded_run_resumes_on_the_cpu():
+    """A recorded (CUDA-graph) run keeps its learning rate as a tensor and AdamW capturable; what it saves must load
+    into a plain optimiser and step on the CPU (here the GPU run's preparation is applied on the CPU: the saved form is
+    what matters)."""
+    from ultralbm_edge.models import create_model
+    from ultralbm_edge.train.step import portable_optimizer_state, prepare_optimizer_for_graph
+
+    model = create_model("ultralbm-t", scan="chunked").train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    prepare_optimizer_for_graph(optimizer, torch.device("cpu"))
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor) and optimizer.param_groups[0]["capturable"]
+    saved = portable_optimizer_state(optimizer)
+    assert saved["param_groups"][0]["lr"] == pytest.approx(1e-3) and not saved["param_groups"][0]["capturable"]
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)  # the live optimiser is left as it was
+    plain = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    plain.load_state_dict(saved)
+    model(torch.rand(1, 3, 64, 64) * 255).mean().backward()
+    plain.step()
+    assert plain.param_groups[0]["lr"] == pytest.approx(1e-3)
