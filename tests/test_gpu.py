@@ -192,7 +192,7 @@ def _training_setup(seed: int = 0):
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        return loss
+        return loss.detach()
 
     return model, scheduler, step
 

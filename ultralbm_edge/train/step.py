@@ -2,8 +2,9 @@
 
 Why a graph: at the paper's batch of 8 the GPU step is launch-bound: the network's 0.03 M parameters are spread over
 hundreds of small kernels, and an H100 trained at 189 images/s eagerly (benchmarks/results/train_speed_h100.json).
-Replaying the recorded step removes the per-kernel CPU cost. The kernels and their order are the recorded ones, so the
-arithmetic is the eager step's (tests/test_gpu.py compares the parameters bitwise after several steps).
+Replaying the recorded step removes the per-kernel CPU cost. A replay runs the kernels the eager step runs, in the same
+order; the only differences are those between two eager runs, whose backward kernels accumulate in no fixed order
+(tests/test_gpu.py: recorded vs eager within that spread).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-Step = Callable[[Tensor, Tensor], Tensor]  # (images, masks) -> loss, parameters updated
+Step = Callable[[Tensor, Tensor], Tensor]  # (images, masks) -> the loss, detached; the parameters updated
 
 
 def prepare_optimizer_for_graph(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -53,7 +54,7 @@ class GraphedStep:
         if self._x is None or self._y is None:
             self._x, self._y = torch.empty_like(x), torch.empty_like(y)  # the graph's fixed input addresses
         if x.shape != self._x.shape or y.shape != self._y.shape:
-            return self._step(x, y).detach()
+            return self._step(x, y)
         self._x.copy_(x)
         self._y.copy_(y)
         if self._graph is None:
@@ -64,7 +65,7 @@ class GraphedStep:
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
-                    loss = self._step(self._x, self._y).detach()
+                    loss = self._step(self._x, self._y)
                 torch.cuda.current_stream().wait_stream(side)
                 return loss
             graph = torch.cuda.CUDAGraph()
@@ -73,4 +74,4 @@ class GraphedStep:
             self._graph = graph
         self._graph.replay()  # recording runs nothing: this batch, too, is trained by the replay
         assert self._loss is not None
-        return self._loss.detach().clone()  # the recorded loss tensor is overwritten by the next replay
+        return self._loss.clone()  # the recorded loss tensor is overwritten by the next replay
