@@ -76,12 +76,15 @@ def authors_epochs(args: argparse.Namespace) -> list[float]:
     return seconds
 
 
-def ours_epochs(args: argparse.Namespace, scan: str, amp: bool, cuda_graph: bool) -> list[float]:
+def ours_epochs(args: argparse.Namespace, variant: str) -> list[float]:
+    """Epoch seconds of ``variant``: a scan strategy with optional ``+amp`` and ``+eager`` flags."""
     from ultralbm_edge.train import TrainConfig, train
 
+    scan, *flags = variant.split("+")
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(data=str(args.data), out=out, epochs=args.epochs, device="cuda", scan=scan, amp=amp, cuda_graph=cuda_graph)
-        history = train(cfg, log=lambda line: print(f"ours[{scan}{'+amp' if amp else ''}{'' if cuda_graph else '+eager'}] {line}", flush=True))["history"]
+        cfg = TrainConfig(data=str(args.data), out=out, epochs=args.epochs, device="cuda", scan=scan, amp="amp" in flags,
+                          cuda_graph="eager" not in flags)  # fmt: skip
+        history = train(cfg, log=lambda line: print(f"ours[{variant}] {line}", flush=True))["history"]
     return [h["seconds"] for h in history]
 
 
@@ -106,8 +109,7 @@ def main() -> None:
     n_images = len(list((args.data / "train" / "images").iterdir()))
     rows = []
     for variant in filter(None, args.ours.split(",")):
-        scan, *flags = variant.split("+")
-        rows.append(summarise(f"ours_{variant}", ours_epochs(args, scan, "amp" in flags, "eager" not in flags), n_images))
+        rows.append(summarise(f"ours_{variant}", ours_epochs(args, variant), n_images))
     if args.authors_repo:
         rows.insert(0, summarise("authors", authors_epochs(args), n_images))
     base = rows[0]["s_per_epoch"] if args.authors_repo else None
