@@ -65,12 +65,15 @@ def identify_checkout(repo: Path) -> OfficialPeer:
 
 
 def checkout_commit(repo: Path) -> str:
-    """The checkout's git commit, or "unknown" for a copy without .git."""
+    """The checkout's git commit, or "unknown" for a copy without .git. A copy inside another repository (a folder
+    carried to the GPU machine inside ours) is not a checkout: git would answer with the enclosing repository's
+    commit, so the top level must be the folder itself."""
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return "unknown (not a git checkout)"
+    return out[1] if Path(out[0]).resolve() == repo.resolve() else "unknown (not a git checkout)"
 
 
 @contextmanager

@@ -11,20 +11,30 @@ Columns:
   DermoMamba at 256x256 runs its network at 192x256 inside (models/dermomamba.py), so that is what is counted.
 - DSC / IoU (%): one global confusion matrix at threshold 0.5 (``runtime.evaluate``, the paper's metric) on
   isic2017/val (600 images) and PH2 (all 150: ph2/train + ph2/val), PyTorch on the CPU. Only for models with
-  trained weights (the bundled ones); the peers have none yet and print "not trained". A checkpoint whose provenance
-  lists isic2017/val under ``trained_on`` (the shipped ``ultralbm`` learnt from all 2000 images) is flagged there.
+  trained weights (bundled, or ``--weights``); ResMamba-ULite and DermoMamba have none and print "not trained". A
+  checkpoint whose provenance lists isic2017/val under ``trained_on`` (the shipped ``ultralbm`` and ``ultralbm-t``
+  learnt from all 2000 images) is flagged there. The paper's PH2 is all 200 images, external, averaged over its
+  models trained on ISIC 2017 and on ISIC 2018; ours is the 150 we hold, external to every model here.
 - ORT CPU ms: the model exported by the toolkit (batch 1, 256x256, ``--scan auto``: the fastest exact form each
   network can take, parity-checked on one image) on ONNX Runtime's CPU provider, each model in a session of its
   own, one model after the other (see ``time_one``), median per model. The peers' weights are random (their speed
   does not depend on the values).
-- GPU img/s at batch 256 (``ultralbm_edge.gpu.CudaGraphRunner``, fp32, Triton scan), only where CUDA is present.
+- GPU img/s at batch 256 (``ultralbm_edge.gpu.CudaGraphRunner``, fp32, Triton scan), median of 5 timings of 20
+  replays each. The GPU and the CPU columns are measured on different machines, so each has its own run:
+  ``--gpu-only`` on the GPU machine writes that column alone, and the CPU run reads it back (``--gpu-json``).
 
-    python benchmarks/table1.py --threads 2 --json benchmarks/results/table1_cpu.json
+``--weights NAME=PATH`` scores a row with another checkpoint than the bundled one (the paper comparison uses the
+runs trained on isic2017/train alone); the checkpoint's ``trained_on`` is printed in the row either way.
+
+    python benchmarks/table1.py --gpu-only --json benchmarks/results/table1_gpu_h200.json      # on the GPU
+    python benchmarks/table1.py --threads 2 --gpu-json benchmarks/results/table1_gpu_h200.json \
+        --json benchmarks/results/table1_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -39,7 +49,6 @@ from _common import report
 
 from ultralbm_edge.assets import SAMPLE_IMAGES
 from ultralbm_edge.checkpoint import load_checkpoint, save_checkpoint
-from ultralbm_edge.export import export_onnx
 from ultralbm_edge.models import count_parameters, create_model
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -76,7 +85,9 @@ def gmacs(model: torch.nn.Module, size: int = 256) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-def trained_checkpoint(name: str) -> Path | None:
+def trained_checkpoint(name: str, weights: dict[str, Path]) -> Path | None:
+    if name in weights:
+        return weights[name]
     try:
         return resolve_model(name, "torch")  # bundled weights
     except ModelNotFound:
@@ -90,13 +101,15 @@ def accuracy(checkpoint: Path, data: Path) -> dict[str, float]:
     ph2 = [evaluate(backend, data / "ph2" / split)["confusion"] for split in ("train", "val")]
     tp, fp, fn = (sum(c[k] for c in ph2) for k in ("tp", "fp", "fn"))
     trained_on = load_checkpoint(checkpoint).provenance.get("trained_on", ["isic2017/train"])
-    return {"isic2017_dsc": 100 * isic["dsc"], "isic2017_iou": 100 * isic["iou"],
+    return {"checkpoint": str(checkpoint), "trained_on": trained_on, "isic2017_dsc": 100 * isic["dsc"], "isic2017_iou": 100 * isic["iou"],
             "isic2017_in_training": "isic2017/val" in trained_on,  # the shipped model learnt from all 2000 images
             "ph2_dsc": 100 * 2 * tp / (2 * tp + fp + fn), "ph2_iou": 100 * tp / (tp + fp + fn)}  # fmt: skip
 
 
-def export_for_timing(name: str, folder: Path) -> tuple[Path, str]:
-    source = trained_checkpoint(name)
+def export_for_timing(name: str, folder: Path, weights: dict[str, Path]) -> tuple[Path, str]:
+    from ultralbm_edge.export import export_onnx  # here, not above: the --gpu-only run needs no export tools
+
+    source = trained_checkpoint(name, weights)
     if source is None:  # an untrained peer: its speed does not depend on the weights
         source = folder / f"{name}.pth"
         save_checkpoint(source, create_model(name), name)
@@ -123,8 +136,9 @@ def time_one(path: Path, x: np.ndarray, threads: int, rounds: int, warmup: int, 
     return times
 
 
-def gpu_images_per_s(name: str, batch: int = 256, iters: int = 20) -> float:
-    """Forward passes of one CUDA graph at ``batch``, input already in the graph's buffer, synchronised."""
+def gpu_images_per_s(name: str, batch: int = 256, iters: int = 20, repeats: int = 5) -> float:
+    """Forward passes of one CUDA graph at ``batch``, input already in the graph's buffer, synchronised: the median
+    of ``repeats`` timings of ``iters`` replays."""
     from ultralbm_edge.gpu import CudaGraphRunner
 
     runner = CudaGraphRunner(create_model(name), precision="fp32", max_batch=batch, scan="triton")
@@ -132,20 +146,54 @@ def gpu_images_per_s(name: str, batch: int = 256, iters: int = 20) -> float:
     x = torch.from_numpy(np.concatenate([images] * (batch // len(images) + 1))[:batch]).cuda()
     for _ in range(3):
         runner.run_device(x)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        runner.run_device(x)
-    torch.cuda.synchronize()
-    return batch * iters / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            runner.run_device(x)
+        torch.cuda.synchronize()
+        rates.append(batch * iters / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def gpu_column(names: list[str], json_path: Path | None) -> None:
+    """The GPU column alone (``--gpu-only``), fp32 means fp32: TF32 off."""
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu-only needs a CUDA GPU")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rows = []
+    for name in names:
+        rows.append({"model": name, "gpu_images_per_s": gpu_images_per_s(name)})
+        print(rows[-1], flush=True)
+    report(rows, json_path, gpu=torch.cuda.get_device_name(), torch=torch.__version__, batch=256, precision="fp32, TF32 off")
+
+
+def read_gpu_column(path: Path | None) -> tuple[dict[str, float], str]:
+    if path is None:
+        return {}, "none"
+    measured = json.loads(path.read_text())
+    return {r["model"]: r["gpu_images_per_s"] for r in measured["rows"]}, f"{measured['environment']['gpu']} ({path.name})"
+
+
+def parse_weights(pairs: list[str]) -> dict[str, Path]:
+    weights = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or name not in ROWS or not Path(path).is_file():
+            raise SystemExit(f"--weights {pair!r}: expected NAME=PATH with NAME one of {ROWS} and PATH a checkpoint file")
+        weights[name] = Path(path)
+    return weights
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     def num(v: Any, fmt: str) -> str:
         return format(v, fmt) if isinstance(v, (int, float)) else str(v)
 
-    lines = ["| model | params (paper) | GMACs @256 (paper GFLOPs) | ISIC 2017 val DSC / IoU (paper) | PH2 DSC / IoU (paper) "
-             "| ORT CPU ms, batch 1 (scan) | GPU img/s, batch 256 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | weights trained on | params (paper) | GMACs @256 (paper GFLOPs) | ISIC 2017 val DSC / IoU (paper) "
+             "| PH2 DSC / IoU (paper) | ORT CPU ms, batch 1 (scan) | GPU img/s, batch 256 |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         p = r["paper"]
         acc = {k: (f"{r[k + '_dsc']:.2f} / {r[k + '_iou']:.2f}" if r.get(k + "_dsc") is not None else "not trained") for k in ("isic2017", "ph2")}
@@ -153,7 +201,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             acc["isic2017"] += ", **in its training data**"
         paper_acc = {k: (f"{p[k + '_dsc']:.2f} / {p[k + '_iou']:.2f}" if k + "_dsc" in p else "-") for k in ("isic2017", "ph2")}
         lines.append(
-            f"| {r['model']} | {r['params']:,} ({num(p['params_m'], '.3g')} M) | {r['gmacs']:.3f} ({num(p['gflops'], '.3g')}) "
+            f"| {r['model']} | {' + '.join(r.get('trained_on', ['-']))} "
+            f"| {r['params']:,} ({num(p['params_m'], '.3g')} M) | {r['gmacs']:.3f} ({num(p['gflops'], '.3g')}) "
             f"| {acc['isic2017']} ({paper_acc['isic2017']}) | {acc['ph2']} ({paper_acc['ph2']}) "
             f"| {r['ort_cpu_ms_p50']:.1f} ({r['ort_scan']}) | {num(r['gpu_images_per_s'], '.0f')} |"
         )
@@ -168,34 +217,40 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--budget-s", type=float, default=60.0, help="stop timing a model after this long (at least 3 runs)")
     ap.add_argument("--models", default=",".join(ROWS))
+    ap.add_argument("--weights", action="append", default=[], metavar="NAME=PATH", help="score NAME with this checkpoint")
+    ap.add_argument("--gpu-only", action="store_true", help="measure the GPU column alone (on the GPU machine)")
+    ap.add_argument("--gpu-json", type=Path, help="the GPU column, as written by a --gpu-only run")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     names = args.models.split(",")
+    if args.gpu_only:
+        return gpu_column(names, args.json)
+    torch.set_num_threads(args.threads)
+    weights = parse_weights(args.weights)
+    gpu, gpu_source = read_gpu_column(args.gpu_json)
     rows = []
     for name in names:
         model = create_model(name)
         row: dict[str, Any] = {"model": name, "params": count_parameters(model), "gmacs": gmacs(model)}
-        checkpoint = trained_checkpoint(name)
+        checkpoint = trained_checkpoint(name, weights)
         row.update(accuracy(checkpoint, args.data) if checkpoint else {"accuracy": "not trained"})
         rows.append(row)
         print({k: v for k, v in row.items()}, flush=True)
     x = load_images(SAMPLE_IMAGES, 1, 256).images
     with tempfile.TemporaryDirectory() as tmp:
-        exported = {name: export_for_timing(name, Path(tmp)) for name in names}
+        exported = {name: export_for_timing(name, Path(tmp), weights) for name in names}
         paths, scans = {n: e[0] for n, e in exported.items()}, {n: e[1] for n, e in exported.items()}
         times = {name: time_one(path, x, args.threads, args.rounds, args.warmup, args.budget_s) for name, path in paths.items()}
-    cuda = torch.cuda.is_available()
     for row in rows:
         row["ort_cpu_ms_p50"] = statistics.median(times[row["model"]])
         row["ort_cpu_ms_all"] = [round(t, 2) for t in times[row["model"]]]  # every timed run, in order
         row["ort_scan"] = scans[row["model"]]
-        row["gpu_images_per_s"] = gpu_images_per_s(row["model"]) if cuda else "not measured here (no CUDA)"
+        row["gpu_images_per_s"] = gpu.get(row["model"], "not measured")
         row["paper"] = PAPER[row["model"]]
     table = markdown(rows)
     print(table)
     report(rows, args.json, threads=args.threads, rounds=args.rounds, torch=torch.__version__, markdown=table,
-           gpu=torch.cuda.get_device_name() if cuda else "none")  # fmt: skip
+           gpu_column=gpu_source)  # fmt: skip
 
 
 if __name__ == "__main__":

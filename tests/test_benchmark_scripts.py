@@ -1,5 +1,6 @@
-"""The scaling benchmarks the GPU machine runs (benchmarks/scaling.py, benchmarks/ddp_scaling.py), checked on the
-CPU with tiny inputs so that they are known to run there: their logic, outputs and JSON, not their numbers."""
+"""The benchmarks the GPU machine runs (benchmarks/scaling.py, benchmarks/ddp_scaling.py, the provenance peers_gpu.py
+records), checked on the CPU with tiny inputs so that they are known to run there: their logic, outputs and JSON, not
+their numbers."""
 
 from __future__ import annotations
 
@@ -55,3 +56,22 @@ def test_ddp_scaling_with_gloo(tmp_path):
     env = result["environment"]
     assert env["backend"] == "gloo" and "2_over_1" in env["epoch_time_ratio"] and "not a model to ship" in env["purpose"]
     assert all(0 <= r["val_dsc_last"] <= 1 and r["epoch_s_steady"] == r["epoch_s"][1] for r in result["rows"])
+
+
+def test_a_peer_copy_inside_another_repository_reports_no_commit(tmp_path):
+    """peers_gpu.py records the official code's commit. The GPU machine gets the peers' code as copies inside our
+    repository, where plain ``git rev-parse HEAD`` answers with *our* commit (it did once, in a committed result)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _peers import checkout_commit
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    outer = tmp_path / "outer"
+    (outer / "peer").mkdir(parents=True)
+    (outer / "peer" / "model.py").write_text("x = 1\n")
+    subprocess.run([*git, "init", "-q", str(outer)], check=True)
+    subprocess.run([*git, "-C", str(outer), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(outer), "commit", "-qm", "c"], check=True)
+    head = subprocess.run(["git", "-C", str(outer), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert checkout_commit(outer) == head  # a real checkout: its own commit
+    assert checkout_commit(outer / "peer") == "unknown (not a git checkout)"  # a copy inside it: not the outer commit
+    assert checkout_commit(tmp_path / "missing") == "unknown (not a git checkout)"

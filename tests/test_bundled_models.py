@@ -14,7 +14,7 @@ from ultralbm_edge.runtime.files import file_sha256
 from ultralbm_edge.runtime.metadata import read_onnx_metadata
 from ultralbm_edge.runtime.parity import EXACT, compare
 
-NAMES = ("ultralbm", "ultralbm-t")
+NAMES = ("ultralbm", "ultralbm-t", "ultralight-vm-unet")
 
 
 @pytest.mark.parametrize("name", NAMES)

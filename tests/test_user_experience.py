@@ -27,6 +27,16 @@ def test_every_command_names_the_model_the_same_way(command):
     assert res.returncode == 0 and "--model" in res.stdout and "-m" in res.stdout, res.stdout[-2000:]
 
 
+def test_the_model_list_says_which_networks_have_weights_bundled():
+    res = run_cli("info", "--models")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    said = {lines[i].split()[0]: lines[i + 2].strip() for i in range(0, len(lines), 3)}  # three lines a network
+    assert said["ultralight-vm-unet"] == "trained weights bundled (-m ultralight-vm-unet)"
+    assert said["resmamba-ulite"] == "no weights bundled (train --variant resmamba-ulite)"
+    assert set(said) == {"ultralbm", "ultralbm-t", "ultralight-vm-unet", "resmamba-ulite", "dermomamba"}
+
+
 def test_progress_is_plain_lines_when_piped_and_silent_with_quiet(onnx_model, tmp_path):
     res = run_cli("predict", str(SAMPLES / "images"), "-m", str(onnx_model), "-o", str(tmp_path / "a"))
     assert res.returncode == 0, res.stderr

@@ -15,7 +15,7 @@ from ._common import fail, needs_torch, overwrite_option, status
 
 @app.command()
 def export(
-    checkpoint: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .pth checkpoint, or a bundled model name (ultralbm, ultralbm-t)."),
+    checkpoint: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A .pth checkpoint, or a bundled model name (ultralbm, ultralbm-t, ultralight-vm-unet)."),
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="File to write (default: <checkpoint stem>.onnx); .xml writes OpenVINO IR, .tflite LiteRT."
     ),

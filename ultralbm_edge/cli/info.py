@@ -13,11 +13,15 @@ from ._common import fail, needs_torch
 def _list_models() -> None:
     needs_torch("info --models")
     from ultralbm_edge.models import count_parameters, create_model, list_models, model_spec
+    from ultralbm_edge.runtime.model_files import bundled_models
 
+    shipped = bundled_models()
     for name in list_models():
         spec = model_spec(name)
         typer.echo(f"{name:<20}{count_parameters(create_model(name)):>11,} parameters  {spec.description}")
         typer.echo(f"{'':<20}paper: {spec.paper}")
+        weights = f"trained weights bundled (-m {name})" if name in shipped else f"no weights bundled (train --variant {name})"
+        typer.echo(f"{'':<20}{weights}")
 
 
 @app.command()
