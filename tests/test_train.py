@@ -58,12 +58,12 @@ def test_losses_reward_the_truth():
 
 
 def test_bundled_checkpoints_segment_ph2(tmp_path):
-    """The bundled trained models (MODEL_CARD.md) stay accurate on the 30 PH2 val images, which neither saw in
-    training (floors a little below what they score)."""
+    """The bundled trained models (MODEL_CARD.md) stay accurate on the 30 PH2 val images, which none of them saw in
+    training (floors a little below what they score: 0.897, 0.933, 0.903)."""
     from ultralbm_edge.runtime.backends import open_backend
     from ultralbm_edge.runtime.evaluate import evaluate
 
-    for name, floor in (("ultralbm", 0.88), ("ultralbm-t", 0.85)):
+    for name, floor in (("ultralbm", 0.88), ("ultralbm-t", 0.90), ("ultralight-vm-unet", 0.88)):
         result = evaluate(open_backend(name, backend="torch"), DATA / "ph2" / "val")
         assert result["dsc"] >= floor, (name, result["dsc"])
 
