@@ -390,6 +390,8 @@ def test_engine_bytes_must_match_the_sidecar(tmp_path):
         (["build-engine", "-m", "{file}"], "not a readable ONNX file"),
         (["train", "--data", "{tmp}", "-o", "{tmp}/r", "--lr", "-1"], "--lr -1.0 is out of range"),
         (["train", "--data", "{tmp}", "-o", "{tmp}/r", "--variant", "bogus"], "unknown model variant 'bogus'"),
+        (["train", "--data", "{tmp}", "-o", "{tmp}/r", "--scan", "bogus"], "unknown scan strategy 'bogus'"),
+        (["train", "--data", "{tmp}", "-o", "{tmp}/r", "--scan", "triton"], "--scan triton runs on a CUDA GPU only"),
         (["export", "-m", "{tmp}/missing.pth"], "model file not found"),
         (["predict", "{images}", "-m", "{onnx}", "-o", "{tmp}/o", "--threshold", "1.5"], "--threshold 1.5"),
         (["predict", "{images}", "-m", "{onnx}", "-o", "{tmp}/o", "--actors", "2"], "add --ray"),

@@ -32,8 +32,11 @@ def test_train_resume_and_distill(tmp_path):
     assert best.source_format == "ultralbm-edge/1" and best.variant == "ultralbm"
     assert best.provenance["recipe"]["lr"] == 1e-3 and best.provenance["n_train"] == 4
     student = tmp_path / "student"
-    train(TrainConfig(out=str(student), variant="ultralbm-t", teacher=str(tmp_path / "run" / "best.pth"), **cfg), log=lambda _: None)
-    assert load_checkpoint(student / "best.pth").variant == "ultralbm-t"
+    train(TrainConfig(out=str(student), variant="ultralbm-t", teacher=str(tmp_path / "run" / "best.pth"), scan="blelloch", **cfg),
+          log=lambda _: None)  # fmt: skip
+    distilled = load_checkpoint(student / "best.pth")
+    assert distilled.variant == "ultralbm-t" and distilled.provenance["recipe"]["scan"] == "blelloch"  # --scan is used
+    assert best.provenance["recipe"]["scan"] == "chunked"  # the CPU's default
 
 
 def test_augment_keeps_image_and_mask_aligned():

@@ -29,6 +29,11 @@ def limit_option():
     return typer.Option(None, "--limit", min=1, help="Use only the first N images of each split (quick checks, benchmarks).")
 
 
+def scan_option():
+    return typer.Option("", "--scan", help="Scan strategy for training (default: chunked on the CPU, triton on CUDA); "
+                                           "cuda: mamba_ssm's kernels, forward and backward.")  # fmt: skip
+
+
 def cuda_graph_option():
     return typer.Option(True, "--cuda-graph/--no-cuda-graph",
                         help="Replay each training step as a recorded CUDA graph (one GPU, fp32): same arithmetic, less launch overhead.")  # fmt: skip
@@ -50,6 +55,7 @@ def train_cmd(
     stop_after_minutes: Optional[float] = typer.Option(None, min=0.0, help="End cleanly after the epoch that crosses this."),
     limit: Optional[int] = limit_option(),
     cuda_graph: bool = cuda_graph_option(),
+    scan: str = scan_option(),
 ) -> None:
     """Train UltraLBM-UNet (or another registered model) with the paper's recipe (BCE+Dice, AdamW, cosine
     schedule, flips and rotations)."""
@@ -60,7 +66,7 @@ def train_cmd(
         fail(f"{data}: expected train/ and val/ sub-folders (each with images/ and masks/)")
     _run(TrainConfig(str(data), str(output), variant, epochs, batch_size, lr, device=device, seed=seed, amp=amp,
                      resume=resume, overwrite=overwrite, stop_after_minutes=stop_after_minutes, limit=limit,
-                     cuda_graph=cuda_graph))  # fmt: skip
+                     cuda_graph=cuda_graph, scan=scan))  # fmt: skip
 
 
 @app.command("distill")
@@ -77,6 +83,7 @@ def distill_cmd(
     stop_after_minutes: Optional[float] = typer.Option(None, min=0.0, help="End cleanly after the epoch that crosses this."),
     limit: Optional[int] = limit_option(),
     cuda_graph: bool = cuda_graph_option(),
+    scan: str = scan_option(),
 ) -> None:
     """Distill UltraLBM-UNet-T (0.5x channels) from a teacher with the hybrid loss of §3.6."""
     needs_torch("distill")
@@ -85,4 +92,4 @@ def distill_cmd(
 
     _run(TrainConfig(str(data), str(output), "ultralbm-t", epochs, batch_size, device=device, seed=seed, resume=resume,
                      overwrite=overwrite, teacher=str(resolve_model(teacher, "torch")), stop_after_minutes=stop_after_minutes,
-                     limit=limit, cuda_graph=cuda_graph))  # fmt: skip
+                     limit=limit, cuda_graph=cuda_graph, scan=scan))  # fmt: skip

@@ -36,6 +36,7 @@ from filelock import FileLock, Timeout
 from ultralbm_edge import __version__
 from ultralbm_edge.checkpoint import load_checkpoint, save_checkpoint
 from ultralbm_edge.models import count_parameters, create_model, model_spec
+from ultralbm_edge.ops import check_strategy, fused_scans
 from ultralbm_edge.runtime.backends.base import BackendError, parse_device
 from ultralbm_edge.runtime.errors import UserError
 from ultralbm_edge.runtime.files import write_text_atomic
@@ -63,7 +64,8 @@ class TrainConfig:
     resume: bool = False
     teacher: str | None = None  # set for distillation
     limit: int | None = None  # use only the first N images of each split (smoke tests)
-    scan: str = ""  # scan strategy; default: chunked on CPU, triton (else blelloch) on CUDA, all exact and differentiable
+    scan: str = ""  # scan strategy; default: chunked on CPU, triton (else blelloch) on CUDA, all exact and differentiable;
+    # "cuda" (mamba_ssm's kernels, a backward kernel too) for the peers whose scans run over every pixel
     stop_after_minutes: float | None = None  # end cleanly after the epoch that crosses this; --resume continues
     overwrite: bool = False  # start over in a folder that holds an earlier run
     cuda_graph: bool = True  # record the step as a CUDA graph (one CUDA process, fp32; see train/step.py)
@@ -82,6 +84,19 @@ class TrainConfig:
             raise TrainError(str(e)) from None
         if self.resume and self.overwrite:
             raise TrainError("--resume continues a run and --overwrite starts it over: pass one of them")
+        self._validate_scan()
+
+    def _validate_scan(self) -> None:
+        if not self.scan:
+            return
+        try:
+            check_strategy(self.scan)
+        except ValueError as e:
+            raise TrainError(f"{e} (--scan)") from None
+        if self.scan in fused_scans() and parse_device(self.device)[0] != "cuda":
+            raise TrainError(f"--scan {self.scan} runs on a CUDA GPU only: add --device cuda, or leave --scan out")
+        if self.scan == "cuda" and importlib.util.find_spec("mamba_ssm") is None:
+            raise TrainError("--scan cuda needs mamba_ssm's CUDA kernels (pip install mamba-ssm on a CUDA machine)")
 
 
 class TrainError(UserError, ValueError):
