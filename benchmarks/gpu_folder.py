@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -52,18 +53,23 @@ def pure_rates(backend, batch: int, iters: int = 50) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def run_folder(backend, folder: Path, opts: PredictOptions, cpu_stages: bool, out: Path) -> float:
+def run_folder(backend, folder: Path, opts: PredictOptions, cpu_stages: bool, out: Path) -> tuple[float, float, float]:
+    """Images/s of one predict call, and how busy it kept the CPUs: the main process's CPU seconds per wall second
+    (near 1.0: its one thread is the serial part) and the worker processes' CPU seconds per image (ms)."""
     original = backend.batch_stages
     if cpu_stages:
         backend.batch_stages = lambda batch_size=8: BatchStages(backend)
     try:
+        before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         t0 = time.perf_counter()
         summary = predict([folder], backend, out, opts)
         seconds = time.perf_counter() - t0
+        after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     finally:
         backend.batch_stages = original
     assert summary.ok == summary.total and not summary.failed, summary.failed[:3]
-    return summary.ok / seconds
+    main_cpu, workers_cpu = (a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
+    return summary.ok / seconds, main_cpu / seconds, workers_cpu * 1e3 / summary.ok
 
 
 def mask_agreement(a: Path, b: Path) -> dict[str, float]:
@@ -96,12 +102,13 @@ def main() -> None:
                 n = len(list(folder.iterdir()))
                 opts = PredictOptions(batch_size=batch, workers=args.workers, overwrite=True)
                 run_folder(backend, folder, opts, False, tmp / "warm")  # capture graphs, warm caches
-                gpu = run_folder(backend, folder, opts, False, tmp / f"gpu_{batch}_{name}")
-                cpu = run_folder(backend, folder, opts, True, tmp / f"cpu_{batch}_{name}")
+                gpu, main_busy, worker_ms = run_folder(backend, folder, opts, False, tmp / f"gpu_{batch}_{name}")
+                cpu = run_folder(backend, folder, opts, True, tmp / f"cpu_{batch}_{name}")[0]
                 agree = mask_agreement(tmp / f"gpu_{batch}_{name}" / "masks", tmp / f"cpu_{batch}_{name}" / "masks")
                 row = {"set": name, "images": n, "batch": batch, "workers": args.workers, "pure_img_s": round(pure, 1),
                        "graph_only_img_s": round(graph_only, 1),
                        "gpu_stages_img_s": round(gpu, 1), "cpu_stages_img_s": round(cpu, 1),
+                       "gpu_stages_main_process_cpu_busy": round(main_busy, 3), "gpu_stages_worker_cpu_ms_per_image": round(worker_ms, 3),
                        "gpu_stages_over_pure": round(gpu / pure, 3), "cpu_stages_over_pure": round(cpu / pure, 3),
                        "mask_dice_gpu_vs_cpu_min": round(agree["min_dice"], 5), "mask_dice_gpu_vs_cpu_mean": round(agree["mean_dice"], 6)}  # fmt: skip
                 rows.append(row)

@@ -14,7 +14,7 @@ import time
 from collections import deque
 import multiprocessing
 from contextlib import contextmanager
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -31,6 +31,13 @@ from .postprocess import PostprocessOptions, clean_mask, full_size, mask_stats, 
 from .preprocess import preprocess
 from .report import Case, overlay_thumbnail, write_report
 from .run_folder import RunFolder, RunSettings, input_key, input_stamp
+from .shared_slots import SharedArray, SlotPool
+
+# Slots of shared memory per image of a batch, for worker processes: the batches decoding ahead, the one on the GPU
+# and those being written. A slot holds a 256-px image's pixels, map and mask in 0.5 MB, a PH2 image's in 2 MB.
+_SLOTS_PER_BATCH_IMAGE = 5
+_SLOT_BYTES = 5 << 19
+_worker_slots: SlotPool | None = None  # the parent's pool, inherited by each forked worker process
 
 
 @dataclass
@@ -72,8 +79,9 @@ class _Loaded:
     x: np.ndarray | None  # preprocessed, when the batch stages preprocess in the worker threads
     height: int
     width: int
-    rgb: np.ndarray | None  # kept for overlays, and for stages that preprocess elsewhere
+    rgb: np.ndarray | SharedArray | None  # kept for overlays, and for stages that preprocess elsewhere
     decode_ms: float
+    slot: int | None = None  # its slot of shared memory, when worker processes hand images over (SlotPool)
 
 
 @dataclass
@@ -81,9 +89,9 @@ class Inferred:
     """One image's model output: the (S, S) probability map and, when the batch stages made them (on a GPU), the map
     at the image's size and its thresholded 0/1 mask."""
 
-    prob: np.ndarray
-    full_prob: np.ndarray | None = None
-    raw_mask: np.ndarray | None = None
+    prob: np.ndarray | SharedArray
+    full_prob: np.ndarray | SharedArray | None = None
+    raw_mask: np.ndarray | SharedArray | None = None
 
 
 class BatchStages:
@@ -101,6 +109,19 @@ class BatchStages:
 
     def infer(self, items: list[_Loaded], threshold: float) -> list[Inferred]:
         return [Inferred(p[0]) for p in self.backend.run(np.stack([item.x for item in items]))]
+
+    def infer_shared(self, items: list[_Loaded], threshold: float, slots: SlotPool, keep_pixels: bool) -> list[Inferred]:
+        """``infer`` for images handed over in ``slots`` (``_Loaded.rgb`` may be a ``SharedArray``): each image's
+        outputs go into its slot (after its pixels when ``keep_pixels``)."""
+        refs = [item.rgb for item in items]
+        for item in items:
+            item.rgb = slots.get(item.rgb)  # a view of the shared memory: the pixels are read in place
+        outputs = self.infer(items, threshold)
+        for item, ref, out in zip(items, refs, outputs):
+            if item.slot is not None:
+                keep = ref if keep_pixels and isinstance(ref, SharedArray) else None
+                out.prob, out.full_prob, out.raw_mask = slots.place(item.slot, [out.prob, out.full_prob, out.raw_mask], after=keep)
+        return outputs
 
 
 def _outputs(out_dir: Path, stem: str, opts: PredictOptions) -> list[Path]:
@@ -256,15 +277,23 @@ def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder
     return todo
 
 
-def _load_many(paths: list[Path], size: int, keep_rgb: bool, preprocess_here: bool, limits: ImageLimits) -> list[_Loaded | str]:
+def _load_many(paths: list[Path], size: int, keep_rgb: bool, preprocess_here: bool, limits: ImageLimits,
+               slots: list[int | None] | None = None) -> list[_Loaded | str]:  # fmt: skip
     """Each path's decoded image, or the one-line reason it could not be used (one task for several images: a
-    worker process's per-task overhead is paid once)."""
+    worker process's per-task overhead is paid once). With ``slots`` (in a worker process) each image's pixels go
+    into its slot of shared memory."""
     loaded: list[_Loaded | str] = []
-    for p in paths:
+    for i, p in enumerate(paths):
         try:
-            loaded.append(_load(p, size, keep_rgb, preprocess_here, limits))
+            item = _load(p, size, keep_rgb, preprocess_here, limits)
         except Exception as e:  # a bad image, or an unexpected decoder failure: reported, never fatal
             loaded.append(load_failure(p, e))
+            continue
+        if slots is not None:
+            item.slot = slots[i]
+            if _worker_slots is not None and item.rgb is not None:
+                (item.rgb,) = _worker_slots.place(slots[i], [item.rgb])
+        loaded.append(item)
     return loaded
 
 
@@ -273,6 +302,9 @@ def _finish_many(jobs: list[tuple[_Loaded, Inferred]], infer_ms: float, out_dir:
     """Each image's row, or the reason its post-processing failed; a write error stops the run (raised)."""
     rows: list[dict | str] = []
     for item, out in jobs:
+        if _worker_slots is not None:  # arrays in shared memory (worker processes): views of it, nothing copied
+            get = _worker_slots.get
+            item.rgb, out.prob, out.full_prob, out.raw_mask = get(item.rgb), get(out.prob), get(out.full_prob), get(out.raw_mask)
         try:
             rows.append(_finish(item, out, infer_ms, out_dir, opts, post))
         except OutputWriteError:
@@ -291,59 +323,80 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
               book: RunBook) -> None:  # fmt: skip
     batch_size = max(1, opts.batch_size)
     workers = max(1, opts.workers)
-    # Worker processes get several images per task; threads one each (their tasks cost nothing to hand over).
-    chunk = max(1, batch_size // workers) if stages.worker_processes else 1
-    with _worker_pool(stages, workers) as pool:
-        loads: deque[tuple[list[Path], Future]] = deque()
-        pending = iter(_chunks(todo, chunk))
+    # Worker processes get several images per task (a task's round trip costs the parent ~0.2 ms), and their images
+    # cross in shared memory; threads get one image per task (handing it over costs nothing).
+    chunk = max(1, min(16, batch_size // 4)) if stages.worker_processes else 1
+    slots = SlotPool(_SLOTS_PER_BATCH_IMAGE * batch_size + chunk, _SLOT_BYTES) if stages.worker_processes else None
+    with _worker_pool(stages, workers, slots) as pool:
+        loads: deque[tuple[list[Path], list[int | None] | None, Future]] = deque()
+        pending = deque(_chunks(todo, chunk))
         in_flight = 0
         ready: deque[_Loaded] = deque()
-        writes: list[tuple[list[Path], Future]] = []
+        writes: list[_Writing] = []
 
         def refill() -> None:
-            # Keep a few batches of decoding in flight ahead of inference, bounded for memory.
+            # Keep a few batches of decoding in flight ahead of inference, bounded for memory (and by the slots).
             nonlocal in_flight
-            while in_flight < 3 * batch_size:
-                paths = next(pending, None)
-                if paths is None:
-                    return
-                loads.append((paths, pool.submit(_load_many, paths, size, opts.overlay, stages.preprocess_in_workers, opts.limits)))
+            while pending and in_flight < 3 * batch_size and (slots is None or slots.free >= len(pending[0])):
+                paths = pending.popleft()
+                held = [slots.acquire() for _ in paths] if slots is not None else None
+                loads.append((paths, held, pool.submit(_load_many, paths, size, opts.overlay, stages.preprocess_in_workers, opts.limits, held)))
                 in_flight += len(paths)
 
         try:
             refill()
-            while loads or ready:
+            while loads or ready or pending:
+                if not loads and not ready:  # every slot is held by an image being written: wait for one
+                    writes = _collect(writes, book, slots, block=False, wait_one=True)
+                    refill()
+                    continue
                 while loads and len(ready) < batch_size:
-                    paths, fut = loads.popleft()
+                    paths, held, fut = loads.popleft()
                     in_flight -= len(paths)
-                    for p, loaded in zip(paths, fut.result()):
+                    for i, (p, loaded) in enumerate(zip(paths, fut.result())):
                         if isinstance(loaded, str):
                             book.fail(p, loaded)
+                            if slots is not None and held is not None:
+                                slots.release(held[i])
                         else:
                             ready.append(loaded)
                     refill()
                 batch = [ready.popleft() for _ in range(min(batch_size, len(ready)))]
-                if not batch:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    outputs = stages.infer(batch, post.threshold)
-                except Exception as e:
-                    for item in batch:
-                        book.fail(item.path, stage_failure(item.path, "inference", e))
-                    continue
-                infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-                if not opts.overlay:
-                    for item in batch:
-                        item.rgb = None  # not needed for writing: not sent back to a worker process
-                for jobs in _chunks(list(zip(batch, outputs)), chunk):
-                    writes.append(([item.path for item, _ in jobs], pool.submit(_finish_many, jobs, infer_ms, out_dir, opts, post)))
-                writes = _collect(writes, book, block=False)
-            _collect(writes, book, block=True)
+                if batch:
+                    writes += _infer_batch(batch, stages, slots, chunk, pool, out_dir, opts, post, book)
+                writes = _collect(writes, book, slots, block=False)
+            _collect(writes, book, slots, block=True)
         except OutputWriteError:
-            for _, fut in [*loads, *writes]:
+            for fut in [load[2] for load in loads] + [w.future for w in writes]:
                 fut.cancel()
             raise
+
+
+@dataclass
+class _Writing:
+    paths: list[Path]
+    slots: list[int | None]
+    future: Future
+
+
+def _infer_batch(batch: list[_Loaded], stages: BatchStages, slots: SlotPool | None, chunk: int, pool: Executor, out_dir: Path,
+                 opts: PredictOptions, post: PostprocessOptions, book: RunBook) -> list[_Writing]:  # fmt: skip
+    """Run one batch through the model and hand its images to the pool to be written."""
+    refs = [item.rgb for item in batch]
+    t0 = time.perf_counter()
+    try:
+        outputs = stages.infer_shared(batch, post.threshold, slots, opts.overlay) if slots is not None else stages.infer(batch, post.threshold)
+    except Exception as e:
+        for item in batch:
+            book.fail(item.path, stage_failure(item.path, "inference", e))
+            if slots is not None:
+                slots.release(item.slot)
+        return []
+    infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
+    for item, ref in zip(batch, refs):
+        item.rgb = ref if opts.overlay else None  # not needed for writing: not sent to a worker process
+    return [_Writing([item.path for item, _ in jobs], [item.slot for item, _ in jobs], pool.submit(_finish_many, jobs, infer_ms, out_dir, opts, post))
+            for jobs in _chunks(list(zip(batch, outputs)), chunk)]  # fmt: skip
 
 
 def load_failure(path: Path, error: Exception) -> str:
@@ -356,34 +409,51 @@ def stage_failure(path: Path | str, stage: str, error: Exception) -> str:
     return f"{path}: {stage} failed ({type(error).__name__}: {error})"
 
 
-def _collect(writes: list[tuple[list[Path], Future]], book: RunBook, block: bool) -> list[tuple[list[Path], Future]]:
-    """Journal the finished writes (one flush for all of them); return the unfinished."""
+def _collect(writes: list[_Writing], book: RunBook, slots: SlotPool | None, block: bool, wait_one: bool = False) -> list[_Writing]:
+    """Journal the finished writes (one flush for all of them) and free their slots; return the unfinished.
+    ``wait_one``: first wait until one write finishes."""
+    if wait_one and writes:
+        wait([w.future for w in writes], return_when=FIRST_COMPLETED)
     left = []
     try:
-        for paths, fut in writes:
-            if not block and not fut.done():
-                left.append((paths, fut))
+        for w in writes:
+            if not block and not w.future.done():
+                left.append(w)
                 continue
-            for path, row in zip(paths, fut.result()):  # a write error (OutputWriteError) is raised here
+            for path, row in zip(w.paths, w.future.result()):  # a write error (OutputWriteError) is raised here
                 if isinstance(row, str):
                     book.fail(path, row)
                 else:
                     book.ok(row, flush=False)
+            if slots is not None:
+                for slot in w.slots:
+                    slots.release(slot)
     finally:
         book.flush()
     return left
 
 
-def _worker_pool(stages: BatchStages, workers: int) -> Executor:
+def _worker_pool(stages: BatchStages, workers: int, slots: SlotPool | None) -> Executor:
     if not stages.worker_processes:
         return ThreadPoolExecutor(max_workers=workers)
     # fork, as PyTorch's DataLoader workers: the children never touch the parent's CUDA context, and unlike spawn or
-    # forkserver a fork does not re-run the caller's main script. OpenCV keeps to one thread in each child.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_quiet_worker)
-
-
-def _quiet_worker() -> None:
+    # forkserver a fork does not re-run the caller's main script; they inherit the shared slots (never pickled).
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker, initargs=(slots,))
+    # OpenCV's thread pool does not survive a fork: a child that reconfigures it can wait forever on a lock that a
+    # parent thread held (seen after a CPU run in the same process). So the children are forked, all of them at the
+    # first task, while the parent's OpenCV keeps to one thread; they inherit that setting and never change it.
+    threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        pool.submit(int).result()
+    finally:
+        cv2.setNumThreads(threads)
+    return pool
+
+
+def _init_worker(slots: SlotPool | None) -> None:
+    global _worker_slots
+    _worker_slots = slots
 
 
 def iter_failures(summary: PredictSummary) -> Iterator[str]:
