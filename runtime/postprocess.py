@@ -46,10 +46,13 @@ def clean_mask(mask: np.ndarray, opts: PostprocessOptions) -> np.ndarray:
 def large_components(mask: np.ndarray, min_fraction: float = 0.0) -> np.ndarray:
     """Keep the largest 8-connected foreground component of a 0/1 mask, and every other component whose area is at
     least ``min_fraction`` of the largest's (0: the largest only)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # Labels alone, and the areas counted only when there are several components (6 % of the model's ISIC val masks,
+    # 8 % of PH2's): OpenCV's statistics cost more than the labelling itself, on every mask. Same masks, clean_mask
+    # 2.4x faster (benchmarks/mask_cleaning.py).
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
     if n <= 2:  # background only, or a single component
         return mask
-    areas = stats[1:, cv2.CC_STAT_AREA]
+    areas = np.bincount(labels.ravel(), minlength=n)[1:]
     if min_fraction <= 0:
         return (labels == 1 + int(np.argmax(areas))).astype(np.uint8)
     keep = np.flatnonzero(areas >= min_fraction * areas.max()) + 1
