@@ -3,7 +3,7 @@
 For each image set and batch size, side by side in one process:
 - ``pure``: ``backend.run`` on a preprocessed host batch (copies in and out included), and the graph alone on a batch
   already in GPU memory;
-- ``gpu stages``: ``runtime.predict.predict`` with the GPU batch stages (decode in threads, preprocessing, resizing
+- ``gpu stages``: ``runtime.predict.predict`` with the GPU batch stages (decode in worker processes, handed over in shared memory; preprocessing, resizing
   and thresholding on the GPU; ``gpu.batch_stages``) — what ``ultralbm-edge predict --device cuda`` runs;
 - ``cpu stages``: the same run with the CPU stages (numpy preprocessing and OpenCV resizing in threads), the path
   the GPU backend took before.

@@ -23,7 +23,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from _common import report
-
 from ultralbm_edge.runtime import postprocess
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.imageio import read_image

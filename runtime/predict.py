@@ -1,7 +1,8 @@
 """Batch mask inference over files and folders: pipelined, batched, atomic, resumable, safe to interrupt.
 
 Decoding and preprocessing run in a thread pool (OpenCV, simplejpeg and numpy release the GIL) ahead of batched
-inference; postprocessing and writes run in the same pool while the next batch infers. The output folder is a
+inference; postprocessing and writes run in the same pool while the next batch infers. Stages that feed a GPU use
+worker processes instead, and the images, maps and masks cross in shared memory (``shared_slots``). The output folder is a
 ``RunFolder``: locked while a run writes, bound to the settings its masks were made with, and journalled in
 results.csv as images finish. A bad image is recorded and never stops the others; an output that cannot be
 written (full disk, read-only folder) stops the run at once with one clear error, and nothing unfinished is ever

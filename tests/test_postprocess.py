@@ -1,8 +1,11 @@
 """Mask cleaning: which components stay (8-connected, by area against the largest) and which holes are filled."""
 
 import numpy as np
-
-from ultralbm_edge.runtime.postprocess import PostprocessOptions, clean_mask, large_components
+from ultralbm_edge.runtime.postprocess import (
+    PostprocessOptions,
+    clean_mask,
+    large_components,
+)
 
 
 def _mask() -> np.ndarray:

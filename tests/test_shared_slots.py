@@ -5,7 +5,6 @@ import csv
 
 import numpy as np
 import pytest
-
 from ultralbm_edge.runtime import predict as predict_module
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.predict import BatchStages, Inferred, PredictOptions, predict
