@@ -2,8 +2,8 @@
 
 Folder prediction with GPU stages hands every image to the main process and back: the decoded pixels in, the
 probability map and the mask out, about 0.5 MB per 256-px image. Pickled through ProcessPoolExecutor's pipes, that
-costs the main process's one thread about 100 µs per image (dumps and loads measured on a 2-core Zen 3; the GPU's
-batch of 64 takes 7 ms), the serial part that kept the GPU waiting. A shared anonymous mapping made before the workers
+costs the main process's one thread about 100 µs per image (dumps and loads measured on the 2-core CI machine; the
+H200 infers a batch of 64 in about 6 ms), the serial part that kept the GPU waiting. A shared anonymous mapping made before the workers
 fork is the same memory in all of them; each image in flight owns one slot from its decode to its written mask, and an
 array that does not fit its slot (a photo of many megapixels) travels pickled as before.
 """
