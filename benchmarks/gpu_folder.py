@@ -3,12 +3,17 @@
 For each image set and batch size, side by side in one process:
 - ``pure``: ``backend.run`` on a preprocessed host batch (copies in and out included), and the graph alone on a batch
   already in GPU memory;
-- ``gpu stages``: ``runtime.predict.predict`` with the GPU batch stages (decode in worker processes, handed over in shared memory; preprocessing, resizing
-  and thresholding on the GPU; ``gpu.batch_stages``) — what ``ultralbm-edge predict --device cuda`` runs;
+- ``gpu stages``: ``runtime.predict.predict`` with the GPU batch stages (decode in worker processes, handed over in
+  shared memory registered as pinned memory and copied by DMA, the next batch queued on the GPU while the last one is
+  handed over; preprocessing, resizing and thresholding on the GPU; ``gpu.batch_stages``) — what
+  ``ultralbm-edge predict --device cuda`` runs;
+- ``gpu stages, pageable``: the same stages with the slots left pageable (``max_pinned_bytes = 0``): the main process
+  stacks the images and copies the outputs into the slots itself, one batch at a time (the code before pinning);
 - ``cpu stages``: the same run with the CPU stages (numpy preprocessing and OpenCV resizing in threads), the path
   the GPU backend took before.
 Each end-to-end number is images / wall seconds of a whole ``predict`` call over a fresh output folder, after one
-untimed warm-up call (CUDA graphs captured, caches warm). Masks of the two paths are compared image by image (Dice).
+untimed warm-up call (CUDA graphs captured, caches warm); the two GPU-stage forms run ``--repeats`` times in
+alternation and their medians are reported. Masks of the two paths are compared image by image (Dice).
 
     python benchmarks/gpu_folder.py --checkpoint ultralbm --images <isic val images> --full-res <ph2 images> \
         --copies 20 --batches 64 --json gpu_folder_h200.json
@@ -53,12 +58,21 @@ def pure_rates(backend, batch: int, iters: int = 50) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def run_folder(backend, folder: Path, opts: PredictOptions, cpu_stages: bool, out: Path) -> tuple[float, float, float]:
-    """Images/s of one predict call, and how busy it kept the CPUs: the main process's CPU seconds per wall second
-    (near 1.0: its one thread is the serial part) and the worker processes' CPU seconds per image (ms)."""
+def run_folder(backend, folder: Path, opts: PredictOptions, stages: str, out: Path) -> tuple[float, float, float]:
+    """Images/s of one predict call with ``stages`` ("gpu", "gpu pageable" or "cpu"), and how busy it kept the CPUs:
+    the main process's CPU seconds per wall second (near 1.0: its one thread is the serial part) and the worker
+    processes' CPU seconds per image (ms)."""
     original = backend.batch_stages
-    if cpu_stages:
+    if stages == "cpu":
         backend.batch_stages = lambda batch_size=8: BatchStages(backend)
+    elif stages == "gpu pageable":
+
+        def pageable(batch_size: int = 8):
+            gpu = original(batch_size)
+            gpu.max_pinned_bytes = 0
+            return gpu
+
+        backend.batch_stages = pageable
     try:
         before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         t0 = time.perf_counter()
@@ -70,6 +84,11 @@ def run_folder(backend, folder: Path, opts: PredictOptions, cpu_stages: bool, ou
     assert summary.ok == summary.total and not summary.failed, summary.failed[:3]
     main_cpu, workers_cpu = (a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
     return summary.ok / seconds, main_cpu / seconds, workers_cpu * 1e3 / summary.ok
+
+
+def _median_run(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The run with the median images/s."""
+    return sorted(runs)[len(runs) // 2]
 
 
 def mask_agreement(a: Path, b: Path) -> dict[str, float]:
@@ -87,6 +106,7 @@ def main() -> None:
     ap.add_argument("--batches", default="64")
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each GPU-stage form (alternating); medians reported")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     backend = open_backend(args.checkpoint, backend="torch", device="cuda", compile=args.compile)
@@ -101,15 +121,24 @@ def main() -> None:
             for name, folder in sets.items():
                 n = len(list(folder.iterdir()))
                 opts = PredictOptions(batch_size=batch, workers=args.workers, overwrite=True)
-                run_folder(backend, folder, opts, False, tmp / "warm")  # capture graphs, warm caches
-                gpu, main_busy, worker_ms = run_folder(backend, folder, opts, False, tmp / f"gpu_{batch}_{name}")
-                cpu = run_folder(backend, folder, opts, True, tmp / f"cpu_{batch}_{name}")[0]
+                run_folder(backend, folder, opts, "gpu", tmp / "warm")  # capture graphs, warm caches
+                runs: dict[str, list[tuple[float, float, float]]] = {"gpu": [], "gpu pageable": []}
+                for _ in range(args.repeats):
+                    for form in runs:
+                        runs[form].append(run_folder(backend, folder, opts, form, tmp / f"{form}_{batch}_{name}"))
+                (gpu, main_busy, worker_ms), (pageable, pageable_busy, _) = (_median_run(r) for r in runs.values())
+                cpu = run_folder(backend, folder, opts, "cpu", tmp / f"cpu_{batch}_{name}")[0]
                 agree = mask_agreement(tmp / f"gpu_{batch}_{name}" / "masks", tmp / f"cpu_{batch}_{name}" / "masks")
                 row = {"set": name, "images": n, "batch": batch, "workers": args.workers, "pure_img_s": round(pure, 1),
                        "graph_only_img_s": round(graph_only, 1),
-                       "gpu_stages_img_s": round(gpu, 1), "cpu_stages_img_s": round(cpu, 1),
+                       "gpu_stages_img_s": round(gpu, 1), "gpu_stages_runs_img_s": [round(r[0], 1) for r in runs["gpu"]],
+                       "gpu_stages_pageable_img_s": round(pageable, 1),
+                       "gpu_stages_pageable_runs_img_s": [round(r[0], 1) for r in runs["gpu pageable"]],
+                       "cpu_stages_img_s": round(cpu, 1),
                        "gpu_stages_main_process_cpu_busy": round(main_busy, 3), "gpu_stages_worker_cpu_ms_per_image": round(worker_ms, 3),
-                       "gpu_stages_over_pure": round(gpu / pure, 3), "cpu_stages_over_pure": round(cpu / pure, 3),
+                       "gpu_stages_pageable_main_process_cpu_busy": round(pageable_busy, 3),
+                       "gpu_stages_over_pure": round(gpu / pure, 3), "gpu_stages_over_pageable": round(gpu / pageable, 3),
+                       "cpu_stages_over_pure": round(cpu / pure, 3),
                        "mask_dice_gpu_vs_cpu_min": round(agree["min_dice"], 5), "mask_dice_gpu_vs_cpu_mean": round(agree["mean_dice"], 6)}  # fmt: skip
                 rows.append(row)
                 print(json.dumps(row), flush=True)

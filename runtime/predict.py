@@ -11,14 +11,14 @@ counted as done.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections import deque
-import multiprocessing
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import cv2
 import numpy as np
@@ -38,6 +38,8 @@ from .shared_slots import SharedArray, SlotPool
 # and those being written. A slot holds a 256-px image's pixels, map and mask in 0.5 MB, a PH2 image's in 2 MB.
 _SLOTS_PER_BATCH_IMAGE = 5
 _SLOT_BYTES = 5 << 19
+_DECODE_AHEAD_BATCHES = 3  # images decoding at most, in batches (bounds memory, and the wait for other tasks)
+_IMAGES_PER_TASK = 16  # at most, for worker processes (a task's round trip costs the parent ~0.2 ms)
 _worker_slots: SlotPool | None = None  # the parent's pool, inherited by each forked worker process
 
 
@@ -95,6 +97,30 @@ class Inferred:
     raw_mask: np.ndarray | SharedArray | None = None
 
 
+class BatchOutputs(Protocol):
+    """A batch's model outputs, possibly still being computed: a GPU works through its queue while the main process
+    hands the previous batch over to be written."""
+
+    def ready(self) -> bool: ...
+
+    def result(self) -> list[Inferred]:
+        """The outputs, once computed (waits for them); raises what computing them raised."""
+        ...
+
+
+@dataclass
+class Computed:
+    """Outputs computed before ``launch`` returned."""
+
+    outputs: list[Inferred]
+
+    def ready(self) -> bool:
+        return True
+
+    def result(self) -> list[Inferred]:
+        return self.outputs
+
+
 class BatchStages:
     """How predict turns decoded images into model outputs. This default is the torch-free path: preprocessing in
     the worker threads (numpy), inference through ``backend.run``, resizing and thresholding in the workers
@@ -111,9 +137,12 @@ class BatchStages:
     def infer(self, items: list[_Loaded], threshold: float) -> list[Inferred]:
         return [Inferred(p[0]) for p in self.backend.run(np.stack([item.x for item in items]))]
 
-    def infer_shared(self, items: list[_Loaded], threshold: float, slots: SlotPool, keep_pixels: bool) -> list[Inferred]:
-        """``infer`` for images handed over in ``slots`` (``_Loaded.rgb`` may be a ``SharedArray``): each image's
-        outputs go into its slot (after its pixels when ``keep_pixels``)."""
+    def launch(self, items: list[_Loaded], threshold: float, slots: SlotPool | None, keep_pixels: bool) -> BatchOutputs:
+        """Start inference on a batch. With ``slots`` (worker processes) the images were handed over in shared
+        memory (``_Loaded.rgb`` may be a ``SharedArray``) and each image's outputs go into its slot, after its pixels
+        when ``keep_pixels``. Stages that can overlap the next batch's hand-over return outputs not yet ready."""
+        if slots is None:
+            return Computed(self.infer(items, threshold))
         refs = [item.rgb for item in items]
         for item in items:
             item.rgb = slots.get(item.rgb)  # a view of the shared memory: the pixels are read in place
@@ -122,7 +151,10 @@ class BatchStages:
             if item.slot is not None:
                 keep = ref if keep_pixels and isinstance(ref, SharedArray) else None
                 out.prob, out.full_prob, out.raw_mask = slots.place(item.slot, [out.prob, out.full_prob, out.raw_mask], after=keep)
-        return outputs
+        return Computed(outputs)
+
+    def close(self, slots: SlotPool | None) -> None:
+        """The run is over (or stopped): nothing may still use ``slots``."""
 
 
 def _outputs(out_dir: Path, stem: str, opts: PredictOptions) -> list[Path]:
@@ -326,19 +358,24 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
     workers = max(1, opts.workers)
     # Worker processes get several images per task (a task's round trip costs the parent ~0.2 ms), and their images
     # cross in shared memory; threads get one image per task (handing it over costs nothing).
-    chunk = max(1, min(16, batch_size // 4)) if stages.worker_processes else 1
-    slots = SlotPool(_SLOTS_PER_BATCH_IMAGE * batch_size + chunk, _SLOT_BYTES) if stages.worker_processes else None
+    chunk = max(1, min(_IMAGES_PER_TASK, batch_size // 4)) if stages.worker_processes else 1
+    # No more slots than images: a GPU pins the slots for the run (about 0.4 s per GB on the H200), which a small
+    # folder would otherwise pay in full.
+    slot_count = min(_SLOTS_PER_BATCH_IMAGE * batch_size, len(todo)) + chunk
+    slots = SlotPool(slot_count, _SLOT_BYTES) if stages.worker_processes else None
     with _worker_pool(stages, workers, slots) as pool:
+        hand_over = _HandOver(stages, slots, chunk, pool, out_dir, opts, post, book)
         loads: deque[tuple[list[Path], list[int | None] | None, Future]] = deque()
         pending = deque(_chunks(todo, chunk))
         in_flight = 0
         ready: deque[_Loaded] = deque()
         writes: list[_Writing] = []
+        launched: _Launched | None = None  # the batch the model is working on, not yet handed over
 
         def refill() -> None:
             # Keep a few batches of decoding in flight ahead of inference, bounded for memory (and by the slots).
             nonlocal in_flight
-            while pending and in_flight < 3 * batch_size and (slots is None or slots.free >= len(pending[0])):
+            while pending and in_flight < _DECODE_AHEAD_BATCHES * batch_size and (slots is None or slots.free >= len(pending[0])):
                 paths = pending.popleft()
                 held = [slots.acquire() for _ in paths] if slots is not None else None
                 loads.append((paths, held, pool.submit(_load_many, paths, size, opts.overlay, stages.preprocess_in_workers, opts.limits, held)))
@@ -347,7 +384,9 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
         try:
             refill()
             while loads or ready or pending:
-                if not loads and not ready:  # every slot is held by an image being written: wait for one
+                if not loads and not ready:  # every slot is held by an image in inference or being written: wait for one
+                    writes += hand_over(launched)
+                    launched = None
                     writes = _collect(writes, book, slots, block=False, wait_one=True)
                     refill()
                     continue
@@ -364,13 +403,24 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
                     refill()
                 batch = [ready.popleft() for _ in range(min(batch_size, len(ready)))]
                 if batch:
-                    writes += _infer_batch(batch, stages, slots, chunk, pool, out_dir, opts, post, book)
+                    # The next batch is started before the last one is handed over: the GPU computes while this
+                    # thread sends the last batch's images to be written.
+                    started = hand_over.launch(batch)
+                    writes += hand_over(launched)
+                    launched = started
+                    if launched is not None and launched.outputs.ready():
+                        writes += hand_over(launched)
+                        launched = None
                 writes = _collect(writes, book, slots, block=False)
+            writes += hand_over(launched)
+            launched = None
             _collect(writes, book, slots, block=True)
         except OutputWriteError:
             for fut in [load[2] for load in loads] + [w.future for w in writes]:
                 fut.cancel()
             raise
+        finally:
+            stages.close(slots)
 
 
 @dataclass
@@ -380,24 +430,59 @@ class _Writing:
     future: Future
 
 
-def _infer_batch(batch: list[_Loaded], stages: BatchStages, slots: SlotPool | None, chunk: int, pool: Executor, out_dir: Path,
-                 opts: PredictOptions, post: PostprocessOptions, book: RunBook) -> list[_Writing]:  # fmt: skip
-    """Run one batch through the model and hand its images to the pool to be written."""
-    refs = [item.rgb for item in batch]
-    t0 = time.perf_counter()
-    try:
-        outputs = stages.infer_shared(batch, post.threshold, slots, opts.overlay) if slots is not None else stages.infer(batch, post.threshold)
-    except Exception as e:
+@dataclass
+class _Launched:
+    batch: list[_Loaded]
+    pixels: list[np.ndarray | SharedArray | None]  # each image's decoded pixels as the worker handed them over
+    outputs: BatchOutputs
+    started: float
+
+
+@dataclass
+class _HandOver:
+    """Starts batches on the model, and hands each batch's outputs to the pool to be written."""
+
+    stages: BatchStages
+    slots: SlotPool | None
+    chunk: int
+    pool: Executor
+    out_dir: Path
+    opts: PredictOptions
+    post: PostprocessOptions
+    book: RunBook
+
+    def launch(self, batch: list[_Loaded]) -> _Launched | None:
+        pixels = [item.rgb for item in batch]
+        started = time.perf_counter()
+        try:
+            outputs = self.stages.launch(batch, self.post.threshold, self.slots, self.opts.overlay)
+        except Exception as e:
+            self._fail(batch, e)
+            return None
+        return _Launched(batch, pixels, outputs, started)
+
+    def __call__(self, launched: _Launched | None) -> list[_Writing]:
+        """Wait for a launched batch's outputs and send its images to be written (nothing for None)."""
+        if launched is None:
+            return []
+        try:
+            outputs = launched.outputs.result()
+        except Exception as e:
+            self._fail(launched.batch, e)
+            return []
+        # Per image: from the start of its batch on the model until its outputs were ready.
+        infer_ms = (time.perf_counter() - launched.started) * 1e3 / len(launched.batch)
+        for item, pixels in zip(launched.batch, launched.pixels):
+            item.rgb = pixels if self.opts.overlay else None  # not needed for writing: not sent to a worker process
+        return [_Writing([item.path for item, _ in jobs], [item.slot for item, _ in jobs],
+                         self.pool.submit(_finish_many, jobs, infer_ms, self.out_dir, self.opts, self.post))
+                for jobs in _chunks(list(zip(launched.batch, outputs)), self.chunk)]  # fmt: skip
+
+    def _fail(self, batch: list[_Loaded], error: Exception) -> None:
         for item in batch:
-            book.fail(item.path, stage_failure(item.path, "inference", e))
-            if slots is not None:
-                slots.release(item.slot)
-        return []
-    infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-    for item, ref in zip(batch, refs):
-        item.rgb = ref if opts.overlay else None  # not needed for writing: not sent to a worker process
-    return [_Writing([item.path for item, _ in jobs], [item.slot for item, _ in jobs], pool.submit(_finish_many, jobs, infer_ms, out_dir, opts, post))
-            for jobs in _chunks(list(zip(batch, outputs)), chunk)]  # fmt: skip
+            self.book.fail(item.path, stage_failure(item.path, "inference", error))
+            if self.slots is not None:
+                self.slots.release(item.slot)
 
 
 def load_failure(path: Path, error: Exception) -> str:

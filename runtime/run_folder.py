@@ -170,14 +170,13 @@ class RunFolder:
     def record(self, row: dict[str, Any], flush: bool = True) -> None:
         """Append an image's row (after its outputs are completely written); ``flush`` pushes it (and the rows before
         it) to the operating system. A row lost in a crash only means its image is done again."""
-        row = {k: csv_safe(v) for k, v in row.items()}
         try:
-            self._writer.writerow(row)
+            self._writer.writerow({k: csv_safe(v) for k, v in row.items()})
             if flush:
                 self._journal.flush()
         except OSError as e:
             raise write_failure(e, f"{self.results_csv}") from None
-        self.rows[input_key(Path(_csv_text(str(row["path"]))))] = {k: str(v) for k, v in row.items()}
+        self.rows[os.path.abspath(str(row["path"]))] = {k: str(v) for k, v in row.items()}  # input_key, without a Path
 
     def record_flush(self) -> None:
         try:

@@ -55,21 +55,38 @@ class SlotPool:
     def free(self) -> int:
         return len(self._free)
 
-    def place(self, slot: int, arrays: Sequence[np.ndarray | None], after: SharedArray | None = None) -> list:
-        """Copy ``arrays`` one after another into ``slot`` (after ``after``, an array already there to keep); each comes
-        back as its ``SharedArray``, or itself when it does not fit (it then travels pickled)."""
+    @property
+    def address(self) -> int:
+        """Where the mapping starts in this process (to register it with a GPU driver as pinned memory)."""
+        return np.frombuffer(self._buffer, np.uint8).ctypes.data
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._buffer)
+
+    def reserve(self, slot: int, specs: Sequence[tuple[tuple[int, ...], str] | None], after: SharedArray | None = None) -> list:
+        """Room in ``slot`` for arrays of these (shape, dtype), one after another (after ``after``, an array already
+        there to keep): a ``SharedArray`` for each that fits, None for each that does not (or whose spec is None)."""
         end = (slot + 1) * self.slot_bytes
         pos = _aligned(after.end) if after is not None else slot * self.slot_bytes
-        placed: list = []
-        for array in arrays:
-            ref = SharedArray(pos, tuple(array.shape), array.dtype.str) if array is not None else None
+        refs: list = []
+        for spec in specs:
+            ref = SharedArray(pos, tuple(spec[0]), np.dtype(spec[1]).str) if spec is not None else None
             if ref is None or ref.end > end:
-                placed.append(array)
+                refs.append(None)
                 continue
-            np.copyto(self.get(ref), array)
-            placed.append(ref)
+            refs.append(ref)
             pos = _aligned(ref.end)
-        return placed
+        return refs
+
+    def place(self, slot: int, arrays: Sequence[np.ndarray | None], after: SharedArray | None = None) -> list:
+        """Copy ``arrays`` into ``slot`` as ``reserve`` lays them out; each comes back as its ``SharedArray``, or itself
+        when it does not fit (it then travels pickled)."""
+        refs = self.reserve(slot, [(a.shape, a.dtype.str) if a is not None else None for a in arrays], after)
+        for array, ref in zip(arrays, refs):
+            if ref is not None:
+                np.copyto(self.get(ref), array)
+        return [ref if ref is not None else array for array, ref in zip(arrays, refs)]
 
     def get(self, item):
         """The array a ``SharedArray`` refers to (a view of the shared memory); anything else is returned as it is."""

@@ -544,3 +544,70 @@ def test_gpu_folder_prediction_matches_the_cpu_path(official_dir, ph2_val_images
         a = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0
         b = cv2.imread(str(tmp_path / "gpu" / "masks" / mask.name), cv2.IMREAD_GRAYSCALE) > 0
         assert a.shape == b.shape and dice(a, b) >= 0.999, mask.name
+
+
+@needs_cuda
+@pytest.mark.parametrize("overlay", [False, True])
+def test_pinned_slots_write_what_pageable_copies_write(official_dir, ph2_val_images, isic_val, tmp_path, monkeypatch, overlay):
+    """The GPU stages read and write the shared-memory slots mapped into the GPU's address space, queued while the
+    previous batch is handed over: byte for byte the outputs of the same stages with pageable copies, for images whose
+    outputs fit their slot, PH2 images whose pixels and masks do not (pickled, pinned host copies), and a truncated
+    file."""
+    import csv
+
+    from ultralbm_edge.gpu.batch_stages import GpuBatchStages
+    from ultralbm_edge.runtime import predict as predict_module
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.predict import PredictOptions, predict
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in [*sorted(ph2_val_images.glob("*.jpg"))[:5], *sorted((isic_val / "images").glob("*.jpg"))[:40]]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "truncated.jpg").write_bytes((isic_val / "images" / "ISIC_0000006.jpg").read_bytes()[:3000])
+    monkeypatch.setattr(predict_module, "_SLOT_BYTES", 600_000)  # a 256-px image's outputs fit, a PH2 image's mask not
+    backend = open_backend(official_dir / "best.pth", device="cuda")
+    opts = PredictOptions(batch_size=16, workers=4, save_probs=True, overlay=overlay)
+    pinned_batches = []
+    launch_mapped = GpuBatchStages._launch_mapped
+    monkeypatch.setattr(GpuBatchStages, "_launch_mapped", lambda self, items, *a: pinned_batches.append(len(items)) or launch_mapped(self, items, *a))
+    pinned = predict([folder], backend, tmp_path / "pinned", opts)
+    stages = backend.batch_stages(16)
+    stages.max_pinned_bytes = 0
+    backend.batch_stages = lambda batch_size=8: stages
+    with pytest.warns(UserWarning, match="the shared slots are not pinned .* over the 0 MB pinned at most"):
+        pageable = predict([folder], backend, tmp_path / "pageable", opts)
+    assert sum(pinned_batches) == 45 and len(pinned_batches) == 3
+    assert (pinned.ok, len(pinned.failed)) == (pageable.ok, len(pageable.failed)) == (45, 1)
+
+    def rows(out):
+        timing = {"decode_ms", "infer_ms", "post_ms"}
+        return {r["path"]: {k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(open(out / "results.csv"))}
+
+    assert rows(tmp_path / "pinned") == rows(tmp_path / "pageable")
+    for sub in ["masks", "probs"] + (["overlays"] if overlay else []):
+        names = sorted(p.name for p in (tmp_path / "pageable" / sub).iterdir())
+        assert len(names) == 45 and names == sorted(p.name for p in (tmp_path / "pinned" / sub).iterdir())
+        for name in names:
+            assert (tmp_path / "pinned" / sub / name).read_bytes() == (tmp_path / "pageable" / sub / name).read_bytes(), f"{sub}/{name}"
+
+
+@needs_cuda
+def test_mapped_host_memory_is_read_and_written_by_gpu_kernels():
+    import mmap
+
+    from ultralbm_edge.gpu.mapped_memory import map_host_memory, unmap_host_memory
+
+    shared = mmap.mmap(-1, 1 << 20)  # as the slots: an anonymous shared mapping
+    host = np.frombuffer(shared, np.uint8)
+    host[:] = np.arange(host.size) % 251
+    device = torch.device("cuda")
+    mapped, why = map_host_memory(host.ctypes.data, host.nbytes, device)
+    assert mapped is not None, why
+    assert mapped.is_cuda and mapped.numel() == host.size
+    assert torch.equal(mapped.view(torch.int32)[:4096].sum(dtype=torch.int64).cpu(), torch.tensor(int(host[: 4096 * 4].view(np.int32).sum(dtype=np.int64))))
+    torch._foreach_copy_([mapped[64:96], mapped[1024:1100]], [torch.full((32,), 7, dtype=torch.uint8, device=device), torch.zeros(76, dtype=torch.uint8, device=device)])
+    torch.cuda.synchronize()
+    assert (host[64:96] == 7).all() and (host[1024:1100] == 0).all() and host[96] == 96 % 251
+    del mapped
+    unmap_host_memory(host.ctypes.data, device)

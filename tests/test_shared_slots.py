@@ -42,27 +42,68 @@ class _ProcessStages(BatchStages):
         return [Inferred(p[0]) for p in self.backend.run(x)]
 
 
+class _Deferred:
+    """Outputs computed only when asked for, as a GPU's queue would: the pipeline must not read them sooner."""
+
+    def __init__(self, compute):
+        self.compute, self.asked = compute, False
+
+    def ready(self):
+        return False
+
+    def result(self):
+        self.asked = True
+        return self.compute()
+
+
+class _QueuedStages(_ProcessStages):
+    """Like the GPU stages: ``launch`` only queues the batch, and the next batch is launched before this one's outputs
+    are asked for. Records the order of launches and hand-overs."""
+
+    def __init__(self, backend):
+        super().__init__(backend)
+        self.events, self.closed = [], 0
+
+    def launch(self, items, threshold, slots, keep_pixels):
+        pixels = [item.rgb for item in items]
+        batch = len([e for e in self.events if e == "launch"])
+        self.events.append("launch")
+
+        def compute():
+            self.events.append(f"result {batch}")
+            for item, rgb in zip(items, pixels):
+                item.rgb = rgb  # as handed over: launch's caller may have changed the items since
+            return super(_QueuedStages, self).launch(items, threshold, slots, keep_pixels).result()
+
+        return _Deferred(compute)
+
+    def close(self, slots):
+        self.closed += 1
+
+
 def _rows(out):
     return {r["path"]: {k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(open(out / "results.csv"))}
 
 
+@pytest.mark.parametrize("stages", [_ProcessStages, _QueuedStages])
 @pytest.mark.parametrize("overlay", [False, True])
-def test_worker_processes_through_shared_memory_write_what_threads_write(onnx_model, isic_val, ph2_val_images, tmp_path, monkeypatch, overlay):
+def test_worker_processes_through_shared_memory_write_what_threads_write(onnx_model, isic_val, ph2_val_images, tmp_path, monkeypatch, overlay, stages):
     images = tmp_path / "images"
     images.mkdir()
     for p in sorted((isic_val / "images").glob("*.jpg"))[:14] + sorted(ph2_val_images.glob("*.jpg"))[:3]:
         (images / p.name).write_bytes(p.read_bytes())
     (images / "truncated.jpg").write_bytes((isic_val / "images" / "ISIC_0000006.jpg").read_bytes()[:3000])
     # A 256-px image's pixels, map and mask fit a slot of 600 KB; a PH2 image's pixels (1.3 MB) do not and travel
-    # pickled. Batch 4: 21 slots for 18 images in flight at most, so slots are waited for and reused.
+    # pickled. Batch 3: 16 slots for 18 images, so slots are waited for and reused.
     monkeypatch.setattr(predict_module, "_SLOT_BYTES", 600_000)
     backend = open_backend(onnx_model)
-    opts = PredictOptions(batch_size=4, workers=2, save_probs=True, overlay=overlay)
+    opts = PredictOptions(batch_size=3, workers=2, save_probs=True, overlay=overlay)
     threads = predict([images], backend, tmp_path / "threads", opts)
-    backend.batch_stages = lambda batch_size=8: _ProcessStages(backend)
+    process_stages = stages(backend)
+    backend.batch_stages = lambda batch_size=8: process_stages
     shared_in, shared_out = [], []  # what crossed in shared memory (counted in this, the parent, process)
-    infer_batch, place = predict_module._infer_batch, SlotPool.place
-    monkeypatch.setattr(predict_module, "_infer_batch", lambda batch, *a: shared_in.extend(isinstance(i.rgb, SharedArray) for i in batch) or infer_batch(batch, *a))
+    launch, place = stages.launch, SlotPool.place
+    monkeypatch.setattr(stages, "launch", lambda self, batch, *a: shared_in.extend(isinstance(i.rgb, SharedArray) for i in batch) or launch(self, batch, *a))
     monkeypatch.setattr(SlotPool, "place", lambda self, *a, **k: (r := place(self, *a, **k), shared_out.extend(r))[0])
     processes = predict([images], backend, tmp_path / "processes", opts)
     monkeypatch.undo()
@@ -75,3 +116,37 @@ def test_worker_processes_through_shared_memory_write_what_threads_write(onnx_mo
         assert len(names) == 17 and names == sorted(p.name for p in (tmp_path / "processes" / sub).iterdir())
         for name in names:
             assert (tmp_path / "threads" / sub / name).read_bytes() == (tmp_path / "processes" / sub / name).read_bytes(), f"{sub}/{name}"
+    if stages is _QueuedStages:
+        # 17 images in batches of 3 (6 batches), outputs asked for in order, each after its launch; the first batch's
+        # only after the second one was launched (later ones too, unless every slot is in use: then the batch on
+        # the GPU is handed over first, to free slots). The run ends by closing the stages once.
+        events = process_stages.events
+        assert events.count("launch") == 6 and [e for e in events if e != "launch"] == [f"result {k}" for k in range(6)]
+        assert events[:3] == ["launch", "launch", "result 0"]
+        assert all(events.index(f"result {k}") > [i for i, e in enumerate(events) if e == "launch"][k] for k in range(6))
+        assert process_stages.closed == 1
+
+
+class _FailingBatch(_QueuedStages):
+    """The second batch fails when its outputs are asked for (as a GPU error surfaces at the batch's event)."""
+
+    def launch(self, items, threshold, slots, keep_pixels):
+        outputs = super().launch(items, threshold, slots, keep_pixels)
+        if len(self.events) == 2:
+            outputs.compute = lambda: (_ for _ in ()).throw(RuntimeError("device lost"))
+        return outputs
+
+
+def test_a_batch_whose_outputs_fail_is_reported_and_the_others_are_written(onnx_model, isic_val, tmp_path):
+    images = sorted((isic_val / "images").glob("*.jpg"))[:10]
+    backend = open_backend(onnx_model)
+    stages = _FailingBatch(backend)
+    backend.batch_stages = lambda batch_size=8: stages
+    summary = predict(images, backend, tmp_path / "out", PredictOptions(batch_size=4, workers=2))
+    assert summary.ok == 6 and len(summary.failed) == 4
+    assert all("inference failed (RuntimeError: device lost)" in message for _, message in summary.failed)
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(f"{p.stem}.png" for p in images[:4] + images[8:])
+    # Resumable: the failed batch is redone by the next run, the rest skipped.
+    backend.batch_stages = lambda batch_size=8: _ProcessStages(backend)
+    again = predict(images, backend, tmp_path / "out", PredictOptions(batch_size=4, workers=2))
+    assert (again.ok, again.skipped, again.failed) == (4, 6, [])
