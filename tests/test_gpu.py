@@ -553,8 +553,7 @@ def test_pinned_slots_write_what_pageable_copies_write(official_dir, ph2_val_ima
     previous batch is handed over: byte for byte the outputs of the same stages with pageable copies, for images whose
     outputs fit their slot, PH2 images whose pixels and masks do not (pickled, pinned host copies), and a truncated
     file."""
-    import csv
-
+    from run_outputs import assert_same_outputs
     from ultralbm_edge.gpu.batch_stages import GpuBatchStages
     from ultralbm_edge.runtime import predict as predict_module
     from ultralbm_edge.runtime.backends import open_backend
@@ -580,16 +579,7 @@ def test_pinned_slots_write_what_pageable_copies_write(official_dir, ph2_val_ima
     assert sum(pinned_batches) == 45 and len(pinned_batches) == 3
     assert (pinned.ok, len(pinned.failed)) == (pageable.ok, len(pageable.failed)) == (45, 1)
 
-    def rows(out):
-        timing = {"decode_ms", "infer_ms", "post_ms"}
-        return {r["path"]: {k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(open(out / "results.csv"))}
-
-    assert rows(tmp_path / "pinned") == rows(tmp_path / "pageable")
-    for sub in ["masks", "probs"] + (["overlays"] if overlay else []):
-        names = sorted(p.name for p in (tmp_path / "pageable" / sub).iterdir())
-        assert len(names) == 45 and names == sorted(p.name for p in (tmp_path / "pinned" / sub).iterdir())
-        for name in names:
-            assert (tmp_path / "pinned" / sub / name).read_bytes() == (tmp_path / "pageable" / sub / name).read_bytes(), f"{sub}/{name}"
+    assert_same_outputs(tmp_path / "pinned", tmp_path / "pageable", ["masks", "probs"] + (["overlays"] if overlay else []), 45)
 
 
 @needs_cuda

@@ -1,8 +1,6 @@
 """Images handed between worker processes and the parent through shared memory (runtime.shared_slots), as the GPU
 stages do: the same outputs as the thread pool's, whatever fits a slot or not, with bad images and slots reused."""
 
-import csv
-
 import numpy as np
 import pytest
 from ultralbm_edge.runtime import predict as predict_module
@@ -11,7 +9,7 @@ from ultralbm_edge.runtime.predict import BatchStages, Inferred, PredictOptions,
 from ultralbm_edge.runtime.preprocess import preprocess
 from ultralbm_edge.runtime.shared_slots import SharedArray, SlotPool
 
-TIMING = {"decode_ms", "infer_ms", "post_ms"}
+from run_outputs import assert_same_outputs
 
 
 def test_slot_pool_places_what_fits_and_keeps_what_it_is_asked_to():
@@ -81,10 +79,6 @@ class _QueuedStages(_ProcessStages):
         self.closed += 1
 
 
-def _rows(out):
-    return {r["path"]: {k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(open(out / "results.csv"))}
-
-
 @pytest.mark.parametrize("stages", [_ProcessStages, _QueuedStages])
 @pytest.mark.parametrize("overlay", [False, True])
 def test_worker_processes_through_shared_memory_write_what_threads_write(onnx_model, isic_val, ph2_val_images, tmp_path, monkeypatch, overlay, stages):
@@ -110,12 +104,7 @@ def test_worker_processes_through_shared_memory_write_what_threads_write(onnx_mo
     assert sum(shared_in) == 14  # the 256-px images' pixels; the PH2 images' were pickled
     assert sum(isinstance(x, SharedArray) for x in shared_out) == 17  # every map (these stages make no mask)
     assert (threads.ok, len(threads.failed)) == (processes.ok, len(processes.failed)) == (17, 1)
-    assert _rows(tmp_path / "threads") == _rows(tmp_path / "processes")
-    for sub in ["masks", "probs"] + (["overlays"] if overlay else []):
-        names = sorted(p.name for p in (tmp_path / "threads" / sub).iterdir())
-        assert len(names) == 17 and names == sorted(p.name for p in (tmp_path / "processes" / sub).iterdir())
-        for name in names:
-            assert (tmp_path / "threads" / sub / name).read_bytes() == (tmp_path / "processes" / sub / name).read_bytes(), f"{sub}/{name}"
+    assert_same_outputs(tmp_path / "threads", tmp_path / "processes", ["masks", "probs"] + (["overlays"] if overlay else []), 17)
     if stages is _QueuedStages:
         # 17 images in batches of 3 (6 batches), outputs asked for in order, each after its launch; the first batch's
         # only after the second one was launched (later ones too, unless every slot is in use: then the batch on
