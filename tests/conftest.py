@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,6 @@ def cli_exe() -> str:
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
     """Run the installed console script in a subprocess (as a user would)."""
-    import subprocess
 
     return subprocess.run([cli_exe(), *args], capture_output=True, text=True, env=env, cwd=cwd)
 
@@ -127,7 +127,6 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
 def installed_wheel(tmp_path_factory) -> Path:
     """A normal (non-editable) install of the project's wheel, without its dependencies, in a folder of its own:
     the layout users get, where runtime/, export/ and calibration/ sit inside ultralbm_edge/."""
-    import subprocess
     import sys
 
     out = tmp_path_factory.mktemp("wheel")
@@ -139,3 +138,19 @@ def installed_wheel(tmp_path_factory) -> Path:
     site = out / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(whl)], check=True)
     return whl
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 32 KB tmpfs, remountable (root only; skipped with the reason elsewhere)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def remount(mnt: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)

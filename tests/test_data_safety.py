@@ -22,7 +22,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import cli_exe, run_cli
+from conftest import cli_exe, remount, run_cli
 
 def _one_line_error(res: subprocess.CompletedProcess, contains: str) -> None:
     """Exit 2 and the error as one line on stderr (beside it at most the progress lines of what ran before)."""
@@ -47,22 +47,6 @@ def images(isic_val, tmp_path) -> Path:
     return d
 
 
-@pytest.fixture()
-def small_disk(tmp_path):
-    """A 64 KB tmpfs, remountable (root only; skipped with the reason elsewhere)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _remount(mnt: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)
-
-
 # 1. Full disk: nothing a resume would skip is incomplete; the resume finishes the job.
 def test_full_disk_stops_with_one_line_and_the_resume_completes(onnx_model, images, small_disk, tmp_path):
     out = small_disk / "out"
@@ -70,7 +54,7 @@ def test_full_disk_stops_with_one_line_and_the_resume_completes(onnx_model, imag
     _one_line_error(res, "no space left on the disk")
     for mask in (out / "masks").glob("*.png"):  # whatever was written is complete
         assert mask.stat().st_size > 0 and cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) is not None
-    _remount(small_disk, "size=16m")
+    remount(small_disk, "size=16m")
     res = run_cli("predict", str(images), "-m", str(onnx_model), "-o", str(out))
     assert res.returncode == 0 and " 0 failed" in res.stdout, res.stdout + res.stderr
     reference = tmp_path / "reference"
@@ -81,7 +65,7 @@ def test_full_disk_stops_with_one_line_and_the_resume_completes(onnx_model, imag
 
 
 def test_read_only_disk_is_one_line(onnx_model, images, small_disk):
-    _remount(small_disk, "ro")
+    remount(small_disk, "ro")
     res = run_cli("predict", str(images), "-m", str(onnx_model), "-o", str(small_disk / "out"))
     _one_line_error(res, str(small_disk / "out"))
 

@@ -1,14 +1,20 @@
 """Images handed between worker processes and the parent through shared memory (runtime.shared_slots), as the GPU
 stages do: the same outputs as the thread pool's, whatever fits a slot or not, with bad images and slots reused."""
 
+import csv
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 from ultralbm_edge.runtime import predict as predict_module
 from ultralbm_edge.runtime.backends import open_backend
+from ultralbm_edge.runtime.files import OutputWriteError
 from ultralbm_edge.runtime.predict import BatchStages, Inferred, PredictOptions, predict
 from ultralbm_edge.runtime.preprocess import preprocess
 from ultralbm_edge.runtime.shared_slots import SharedArray, SlotPool
 
+from conftest import remount
 from run_outputs import assert_same_outputs
 
 
@@ -139,3 +145,29 @@ def test_a_batch_whose_outputs_fail_is_reported_and_the_others_are_written(onnx_
     backend.batch_stages = lambda batch_size=8: _ProcessStages(backend)
     again = predict(images, backend, tmp_path / "out", PredictOptions(batch_size=4, workers=2))
     assert (again.ok, again.skipped, again.failed) == (4, 6, [])
+
+
+def test_a_full_disk_stops_worker_processes_with_queued_batches_and_the_resume_completes(onnx_model, isic_val, small_disk, tmp_path):
+    """Writes fail in the worker processes while a batch is still queued: the run stops with the disk's error, the
+    stages are closed (a GPU would unpin the slots), every mask left is complete, a row says ok only for a mask that
+    is there, and the resume finishes with the masks of an undisturbed run."""
+    images = sorted((isic_val / "images").glob("*.jpg"))[:24]
+    backend = open_backend(onnx_model)
+    stages = _QueuedStages(backend)
+    backend.batch_stages = lambda batch_size=8: stages
+    opts = PredictOptions(batch_size=4, workers=2)
+    out = small_disk / "out"
+    with pytest.raises(OutputWriteError, match="no space left on the disk"):
+        predict(images, backend, out, opts)
+    assert stages.closed == 1
+    for mask in (out / "masks").glob("*.png"):
+        assert cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) is not None, mask.name
+    for row in csv.DictReader(open(out / "results.csv")):
+        assert row["status"] == "ok" and (out / "masks" / f"{Path(row['path']).stem}.png").is_file()
+    remount(small_disk, "size=16m")
+    resumed = predict(images, backend, out, opts)
+    assert (resumed.ok + resumed.skipped, resumed.failed) == (24, []) and resumed.ok > 0 and stages.closed == 2
+    backend.batch_stages = lambda batch_size=8: _ProcessStages(backend)
+    assert predict(images, backend, tmp_path / "reference", opts).ok == 24
+    for mask in (tmp_path / "reference" / "masks").iterdir():
+        assert (out / "masks" / mask.name).read_bytes() == mask.read_bytes(), mask.name
