@@ -75,3 +75,34 @@ def test_a_peer_copy_inside_another_repository_reports_no_commit(tmp_path):
     assert checkout_commit(outer) == head  # a real checkout: its own commit
     assert checkout_commit(outer / "peer") == "unknown (not a git checkout)"  # a copy inside it: not the outer commit
     assert checkout_commit(tmp_path / "missing") == "unknown (not a git checkout)"
+
+
+def test_pipeline_trace_times_every_task_and_leaves_the_outputs_alone(onnx_model, isic_val, tmp_path):
+    """pipeline_trace.py on the CPU path (threads, one image per task): a decode and a write task per image, each
+    wait non-negative, and the traced run's masks the same as an untraced run's."""
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.predict import PredictOptions, predict
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((isic_val / "images").glob("*.jpg"))[:6]:
+        (images / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "trace.json"
+    _script("pipeline_trace.py", "--model", str(onnx_model), "--images", str(images), "--batch", "4", "--workers", "2", "--runs", "1",
+            "--json", str(out))  # fmt: skip
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["images"] == 6 and run["decode"]["tasks"] == run["write"]["tasks"] == 6
+    for kind in ("decode", "write"):
+        assert all(v >= 0 for k, v in run[kind].items() if k.endswith(("_median", "_p90"))), run[kind]
+    assert 0 < run["workers_busy_share"] <= 1
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from pipeline_trace import traced_predict
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    backend = open_backend(onnx_model)
+    traced, done = traced_predict(images, backend, PredictOptions(batch_size=4, workers=2), tmp_path / "traced")
+    assert done == 6 and predict([images], backend, tmp_path / "plain", PredictOptions(batch_size=4, workers=2)).ok == 6
+    for mask in (tmp_path / "plain" / "masks").iterdir():
+        assert (tmp_path / "traced" / "masks" / mask.name).read_bytes() == mask.read_bytes()
