@@ -1,8 +1,9 @@
 """The default export against the previous default, side by side on ONNX Runtime CPU, at batch 1 and 8.
 
-"new" is today's `ultralbm-edge export` output (``portable``) as the ONNX Runtime backend opens it: its scans
-swapped to LinearAttention at load time on onnxruntime >= 1.25.1; "new, stock graph" is the same file with the swap
-off (what onnxruntime 1.17-1.25.0 and OpenVINO run). "old" is the default export of an earlier commit
+"new" is today's `ultralbm-edge export` output (``portable``, the lean export graph of ``export.lean_forward``) as
+the ONNX Runtime backend opens it: its scans swapped to LinearAttention at load time on onnxruntime >= 1.25.1; "new,
+stock graph" is the same file with the swap off (what onnxruntime 1.17-1.25.0 and OpenVINO run); "new, reference
+graph" is today's export traced from the model's own modules (the lean graph's lever alone). "old" is the default export of an earlier commit
 (``--baseline``, by default 4f54ecf: ``linear_attention``), built from that commit's source with `git archive`.
 All candidates run in one process, interleaved round by round; ratios are old/candidate per round (> 1: faster
 than the old default), reported as the median over rounds. Parity is against PyTorch (sequential scan) on real
@@ -19,13 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from _common import baseline_package, report
-from ultralbm_edge.export import export_onnx, reference_probs
+from ultralbm_edge.export import export_onnx, onnx_export, reference_probs
 from ultralbm_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from ultralbm_edge.runtime.imageio import find_images, read_image
 from ultralbm_edge.runtime.model_files import resolve_model
@@ -49,6 +51,17 @@ def export_baseline(site: Path, out: Path, batch: int) -> str:
     if res.returncode:
         raise SystemExit(f"baseline export failed:\n{res.stderr[-3000:]}")
     return res.stdout.split()[-1]
+
+
+@contextmanager
+def _reference_graph():
+    """Exports trace the model's own modules instead of the lean export graph (``export.lean_forward``)."""
+    original = onnx_export.export_forward
+    onnx_export.export_forward = lambda model, target: model
+    try:
+        yield
+    finally:
+        onnx_export.export_forward = original
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
@@ -83,7 +96,11 @@ def main() -> None:
         forms["new"] = f"portable, {swapped.scan_form}"
         candidates["new", batch] = swapped.session
         candidates["new, stock graph", batch] = OnnxRuntimeBackend(new, threads=args.threads, swap_scan=False).session
+        with _reference_graph():
+            reference_graph = export_onnx("ultralbm", tmp / f"ref_b{batch}.onnx", batch=batch, check=False, overwrite=True).path
+        candidates["new, reference graph", batch] = OnnxRuntimeBackend(reference_graph, threads=args.threads).session
     forms["new, stock graph"] = "portable, stock Scan graph (swap off)"
+    forms["new, reference graph"] = "portable, LinearAttention swapped in, the model's own module graph traced (before the lean export graph)"
 
     parity = {}
     for (name, batch), sess in candidates.items():

