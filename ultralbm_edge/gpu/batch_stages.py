@@ -70,7 +70,6 @@ class GpuBatchStages(BatchStages):
                 outputs[i] = Inferred(model_probs[i], None, masks[k])
         return outputs  # type: ignore[return-value]
 
-
     def launch(self, items: list, threshold: float, slots: SlotPool | None, keep_pixels: bool) -> BatchOutputs:
         mapped = self._mapped(slots) if slots is not None else None
         if mapped is None:
