@@ -1,15 +1,17 @@
 """Where an image waits in folder prediction: every worker task of one ``predict`` call, timed at each hand-over.
 
-Issue 18's GPU folder prediction reaches about a fifth of pure inference while neither the main process (busy 76 %)
-nor the workers' CPU (2.1 ms per image, 16 workers) nor the disk is saturated (``results/gpu_folder_h200.md``). This
-script times each task of the pool (``_load_many``: decode a chunk; ``_finish_many``: post-process and write one):
+For issue 18 (GPU folder prediction end to end vs pure inference; findings in ``results/gpu_folder_h200.md``): where
+the main thread waits for the worker processes, and whether they are short of work or of CPU. This script times each
+task of the pool (``_load_many``: decode a chunk; ``_finish_many``: post-process and write one):
 
 - ``queued``: from ``submit`` until a worker started it (waiting behind other tasks, or for the parent's threads
   that feed the pool);
 - ``run``: in the worker;
 - ``delivered``: from the worker's end until its future was done in the parent (the pool's result thread, which
   needs the parent's GIL);
-- ``main_waited``: how long the main thread blocked in ``result()`` for it (0 when it was done before asked).
+- ``main_waited``: how long the main thread blocked in ``result()`` for it (0 when it was done before asked);
+- ``lead``: from ``submit`` until the main thread asked for its result (a decode task submitted with less lead than
+  it takes to queue, run and deliver makes the main thread wait: too little decoded ahead).
 
 Medians and 90th percentiles per kind, the workers' busy share and the main thread's total wait are printed and
 written as JSON. The code under test is unchanged: the pool is wrapped from outside (``predict._worker_pool``).
@@ -113,7 +115,8 @@ def summarise(tasks: list[_Task], wall: float, workers: int) -> dict:
         mine = [t for t in done if t.kind == kind]
         parts = {"queued": [t.started - t.submitted for t in mine], "run": [t.ended - t.started for t in mine],
                  "delivered": [t.delivered - t.ended for t in mine],
-                 "main_waited": [max(0.0, t.delivered - t.asked) if t.asked is not None else 0.0 for t in mine]}  # fmt: skip
+                 "main_waited": [max(0.0, t.delivered - t.asked) if t.asked is not None else 0.0 for t in mine],
+                 "lead": [t.asked - t.submitted if t.asked is not None else t.delivered - t.submitted for t in mine]}  # fmt: skip
         out[kind] = {"tasks": len(mine), **{f"{name}_ms_median": round(float(np.median(v)) * 1e3, 3) for name, v in parts.items()},
                      **{f"{name}_ms_p90": round(float(np.percentile(v, 90)) * 1e3, 3) for name, v in parts.items()},
                      "main_waited_s_total": round(sum(parts["main_waited"]), 3)}  # fmt: skip

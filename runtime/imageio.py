@@ -10,6 +10,7 @@ message says which file, what is wrong and what to do, so a folder run records i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -139,6 +140,16 @@ def read_image(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.nda
     return rgb
 
 
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(height, width) as the file's header declares it, without decoding; (-1, -1) when unreadable (the decoder
+    reports such a file later)."""
+    try:
+        width, height = imagesize.get(str(path))
+    except (OSError, ValueError):
+        return -1, -1
+    return height, width
+
+
 def find_images(inputs: Iterable[Path], exclude: Path | None = None) -> list[Path]:
     """Expand files and folders into a de-duplicated list of candidate image files (each folder's sorted by path,
     in the order the inputs were given).
@@ -148,33 +159,42 @@ def find_images(inputs: Iterable[Path], exclude: Path | None = None) -> list[Pat
     so outputs never become inputs). Files given explicitly are kept whatever their suffix, so a bad one is
     reported, not silently skipped.
     """
-    excluded = exclude.resolve() if exclude is not None else None
+    excluded = os.path.realpath(exclude) if exclude is not None else None
     found: dict[Path, None] = {}
     for item in inputs:
         if not item.is_dir():
             found[item] = None
             continue
         seen: set[tuple[int, int]] = set()
-        in_folder = []
+        in_folder: list[str] = []
         for root, dirs, files in os.walk(item, followlinks=True):
-            here = Path(root)
-            st = here.stat()
-            if (st.st_dev, st.st_ino) in seen or (excluded is not None and here.resolve().is_relative_to(excluded)):
+            st = os.stat(root)
+            if (st.st_dev, st.st_ino) in seen or (excluded is not None and is_within(os.path.realpath(root), excluded)):
                 dirs[:] = []  # a link back to a folder already searched, or the output folder
                 continue
             seen.add((st.st_dev, st.st_ino))
-            in_folder += [here / name for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
-        found.update(dict.fromkeys(sorted(in_folder)))
+            # Strings, not Paths, until sorted: a folder of 10,000s of images is listed in a fraction of the time.
+            in_folder += [os.path.join(root, name) for name in files if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
+        # Sorted by path components, as Paths sort ("a/b.jpg" before "a-c.jpg").
+        found.update(dict.fromkeys(Path(p) for p in sorted(in_folder, key=lambda p: p.split(os.sep))))
     return list(found)
 
 
-def write_image(path: Path, image: np.ndarray, sync_folder: bool = True) -> None:
+def is_within(real_path: str, real_folder: str) -> bool:
+    """Whether ``real_path`` is ``real_folder`` or lies under it (both already resolved by ``os.path.realpath``)."""
+    return real_path == real_folder or real_path.startswith(real_folder.rstrip(os.sep) + os.sep)
+
+
+def write_image(path: Path, image: np.ndarray, sync_folder: bool = True) -> str:
     """Write ``image`` (BGR or grayscale uint8) in the format its suffix names (.png, .jpg), completely or not at all:
-    encoded in memory first, so a full disk is an error here instead of an empty file OpenCV reports as written."""
+    encoded in memory first, so a full disk is an error here instead of an empty file OpenCV reports as written.
+    Returns the sha256 of the bytes written (the file need not be read back to record it)."""
     ok, encoded = cv2.imencode(path.suffix, image)
     if not ok:
         raise ValueError(f"OpenCV cannot encode an image as {path.suffix}")
-    write_atomic(path, lambda tmp: tmp.write_bytes(encoded.tobytes()), sync_folder)
+    data = encoded.tobytes()
+    write_atomic(path, lambda tmp: tmp.write_bytes(data), sync_folder)
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_npy(path: Path, array: np.ndarray, sync_folder: bool = True) -> None:

@@ -12,6 +12,7 @@ counted as done.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -27,17 +28,23 @@ from ultralbm_edge import __version__
 
 from .backends import Backend
 from .files import OutputWriteError, file_sha256, write_failure
-from .imageio import DEFAULT_LIMITS, ImageLimits, ImageReadError, find_images, read_image, write_image, write_npy
+from .imageio import DEFAULT_LIMITS, ImageLimits, ImageReadError, find_images, image_size, is_within, read_image, write_image, write_npy
 from .postprocess import PostprocessOptions, clean_mask, full_size, mask_stats, overlay
 from .preprocess import preprocess
 from .report import Case, overlay_thumbnail, write_report
 from .run_folder import RunFolder, RunSettings, input_key, input_stamp
-from .shared_slots import SharedArray, SlotPool
+from .shared_slots import SLOT_ALIGN as _SLOT_ALIGN
+from .shared_slots import SharedArray, SlotPool, slot_layout_bytes
 
 # Slots of shared memory per image of a batch, for worker processes: the batches decoding ahead, the one on the GPU
-# and those being written. A slot holds a 256-px image's pixels, map and mask in 0.5 MB, a PH2 image's in 2 MB.
-_SLOTS_PER_BATCH_IMAGE = 5
-_SLOT_BYTES = 5 << 19
+# and those being written. Too few, and decoding waits for writes to free one (10 instead of 5 per batch image:
+# 1.32x the images/s on the H200, benchmarks/results/gpu_folder_h200.md). A slot is sized for the folder's first
+# images (a 256-px image's pixels, map and mask take 0.5 MB, a PH2 image's 2 MB); the slots take at most
+# _SLOT_MEMORY, a GPU pins them for the run (about 0.4 s per GB on the H200).
+_SLOTS_PER_BATCH_IMAGE = 10
+_SLOT_MEMORY = 1 << 30
+_SLOT_BYTES_RANGE = (256 << 10, 8 << 20)  # an image larger than its slot (or past the range) travels pickled
+_SIZE_SAMPLE = 64  # images whose headers size the slots
 _DECODE_AHEAD_BATCHES = 3  # images decoding at most, in batches (bounds memory, and the wait for other tasks)
 _IMAGES_PER_TASK = 16  # at most, for worker processes (a task's round trip costs the parent ~0.2 ms)
 _worker_slots: SlotPool | None = None  # the parent's pool, inherited by each forked worker process
@@ -156,6 +163,11 @@ class BatchStages:
     def close(self, slots: SlotPool | None) -> None:
         """The run is over (or stopped): nothing may still use ``slots``."""
 
+    def slot_bytes(self, height: int, width: int, size: int, keep_pixels: bool) -> int:
+        """Shared memory one image of ``height`` x ``width`` needs in its slot (worker processes): its pixels, then
+        what ``launch`` places there (the model's map, the full-size map and the mask)."""
+        return slot_layout_bytes([(height, width, 3), (size, size, 4), (height, width, 4), (height, width, 1)])
+
 
 def _outputs(out_dir: Path, stem: str, opts: PredictOptions) -> list[Path]:
     """The mask first; the optional outputs asked for."""
@@ -175,7 +187,8 @@ def _load(path: Path, size: int, keep_rgb: bool, preprocess_here: bool, limits: 
     return _Loaded(path, x, rgb.shape[0], rgb.shape[1], rgb if keep else None, (time.perf_counter() - t0) * 1e3)
 
 
-def _write_outputs(item: _Loaded, out: Inferred, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> tuple[np.ndarray, np.ndarray]:
+def _write_outputs(item: _Loaded, out: Inferred, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> tuple[np.ndarray, np.ndarray, str]:
+    """Write an image's outputs; its mask, full-size map and the mask file's sha256."""
     stem = item.path.stem
     full_prob = out.full_prob if out.full_prob is not None else full_size(out.prob, item.height, item.width)
     raw = out.raw_mask if out.raw_mask is not None else (full_prob >= post.threshold).astype(np.uint8)
@@ -186,20 +199,20 @@ def _write_outputs(item: _Loaded, out: Inferred, out_dir: Path, opts: PredictOpt
             write_npy(out_dir / "probs" / f"{stem}.npy", out.prob.astype(np.float32), sync_folder=False)
         if opts.overlay and item.rgb is not None:
             write_image(out_dir / "overlays" / f"{stem}.jpg", overlay(item.rgb, mask), sync_folder=False)
-        write_image(out_dir / "masks" / f"{stem}.png", mask, sync_folder=False)  # last: a complete mask marks it done
+        mask_sha256 = write_image(out_dir / "masks" / f"{stem}.png", mask, sync_folder=False)  # last: a complete mask marks it done
     except OSError as e:
         raise write_failure(e, f"the outputs of {item.path.name} in {out_dir}") from None
-    return mask, full_prob
+    return mask, full_prob, mask_sha256
 
 
 def _finish(item: _Loaded, out: Inferred, infer_ms: float, out_dir: Path, opts: PredictOptions, post: PostprocessOptions) -> dict:
     t0 = time.perf_counter()
-    mask, full_prob = _write_outputs(item, out, out_dir, opts, post)
+    mask, full_prob, mask_sha256 = _write_outputs(item, out, out_dir, opts, post)
     size, mtime = input_stamp(item.path)
     return {"path": input_key(item.path), "status": "ok", "error": "", "width": item.width, "height": item.height,
             **mask_stats(mask, full_prob), "decode_ms": round(item.decode_ms, 2), "infer_ms": round(infer_ms, 2),
             "post_ms": round((time.perf_counter() - t0) * 1e3, 2), "input_bytes": size, "input_mtime_ns": mtime,
-            "mask_sha256": file_sha256(out_dir / "masks" / f"{item.path.stem}.png")}  # fmt: skip
+            "mask_sha256": mask_sha256}  # fmt: skip
 
 
 def _model_facts(backend: Backend) -> dict:
@@ -294,20 +307,32 @@ def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder
     skipped (done by an earlier run)."""
     todo: list[Path] = []
     seen: dict[str, Path] = {}
-    out_resolved = out_dir.resolve()
+    out_real = os.path.realpath(out_dir)
+    real_folders: dict[str, str] = {}
     for p in paths:
-        if p.resolve().is_relative_to(out_resolved):
+        if is_within(_real_path(p, real_folders), out_real):
             book.fail(p, f"{p}: is inside the output folder {out_dir}; outputs are never inputs — move it out or choose another -o")
         elif p.stem in seen:
             book.fail(p, f"{p}: same file name stem as {seen[p.stem]}: outputs would collide — rename one of them")
         else:
             seen[p.stem] = p
-            outputs = _outputs(out_dir, p.stem, opts)
-            if not opts.overwrite and run.is_done(p, outputs, outputs[0]):
+            outputs = _outputs(out_dir, p.stem, opts) if not opts.overwrite else []
+            if outputs and run.is_done(p, outputs, outputs[0]):
                 book.skip()
             else:
                 todo.append(p)
     return todo
+
+
+def _real_path(path: Path, real_folders: dict[str, str]) -> str:
+    """``os.path.realpath(path)``, with each folder resolved once (``real_folders`` caches them): one ``lstat`` per
+    file instead of one per component of its path."""
+    folder, name = os.path.split(path)
+    if name in ("", ".", "..") or os.path.islink(path):
+        return os.path.realpath(path)
+    if folder not in real_folders:
+        real_folders[folder] = os.path.realpath(folder)
+    return os.path.join(real_folders[folder], name)
 
 
 def _load_many(paths: list[Path], size: int, keep_rgb: bool, preprocess_here: bool, limits: ImageLimits,
@@ -347,6 +372,17 @@ def _finish_many(jobs: list[tuple[_Loaded, Inferred]], infer_ms: float, out_dir:
     return rows
 
 
+def _slot_pool(todo: list[Path], stages: BatchStages, size: int, batch_size: int, chunk: int, keep_pixels: bool) -> SlotPool:
+    """Shared memory for the images in flight: slots as large as the largest of the first images needs (their
+    headers read), as many as ``_SLOTS_PER_BATCH_IMAGE`` per batch image within ``_SLOT_MEMORY``, and no more than
+    there are images (a small folder does not pin memory it never uses)."""
+    sizes = [image_size(p) for p in todo[:_SIZE_SAMPLE]]
+    needed = max((stages.slot_bytes(h, w, size, keep_pixels) for h, w in sizes if h > 0 and w > 0), default=0)
+    slot_bytes = min(max(-(-needed // _SLOT_ALIGN) * _SLOT_ALIGN, _SLOT_BYTES_RANGE[0]), _SLOT_BYTES_RANGE[1])
+    count = min(_SLOTS_PER_BATCH_IMAGE * batch_size, max(_SLOT_MEMORY // slot_bytes, batch_size), len(todo)) + chunk
+    return SlotPool(count, slot_bytes)
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -359,10 +395,7 @@ def _pipeline(todo: list[Path], stages: BatchStages, size: int, out_dir: Path, o
     # Worker processes get several images per task (a task's round trip costs the parent ~0.2 ms), and their images
     # cross in shared memory; threads get one image per task (handing it over costs nothing).
     chunk = max(1, min(_IMAGES_PER_TASK, batch_size // 4)) if stages.worker_processes else 1
-    # No more slots than images: a GPU pins the slots for the run (about 0.4 s per GB on the H200), which a small
-    # folder would otherwise pay in full.
-    slot_count = min(_SLOTS_PER_BATCH_IMAGE * batch_size, len(todo)) + chunk
-    slots = SlotPool(slot_count, _SLOT_BYTES) if stages.worker_processes else None
+    slots = _slot_pool(todo, stages, size, batch_size, chunk, opts.overlay) if stages.worker_processes else None
     with _worker_pool(stages, workers, slots) as pool:
         hand_over = _HandOver(stages, slots, chunk, pool, out_dir, opts, post, book)
         loads: deque[tuple[list[Path], list[int | None] | None, Future]] = deque()

@@ -9,8 +9,8 @@ what is done, so that runs can be interrupted, repeated and resumed without losi
 - ``results.csv``: one row per image, appended and flushed as each image's outputs are completely written, so a
   killed run keeps the rows of everything it finished; rows of earlier runs stay. An image counts as done only when
   its row says ok, the input file has the size and modification time the row records, and the mask on disk still
-  has the recorded sha256 (a truncated or replaced mask is redone). On close the file is rewritten once, atomically,
-  with one row per image.
+  has the recorded sha256 (a truncated or replaced mask is redone). On close, when it holds more than one line per
+  image (images redone, a line cut by a kill), the file is rewritten once, atomically, with one row per image.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ CSV_FIELDS = [
 ]  # fmt: skip
 # Spreadsheet programs run a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_TAIL_BYTES = 1 << 16  # read from the journal's end to find its last complete row (a row is well under 1 KB)
 
 
 class RunFolderError(UserError, ValueError):
@@ -95,6 +96,7 @@ class RunFolder:
         self.rows: dict[str, dict[str, str]] = {}
         self._lock = FileLock(str(self.out_dir / LOCK))
         self._journal = None
+        self._needs_compaction = False
 
     def __enter__(self) -> "RunFolder":
         if self.out_dir.exists() and not self.out_dir.is_dir():
@@ -112,6 +114,7 @@ class RunFolder:
             remove_stale_temporaries(self.out_dir)  # half-written files of a killed run; never counted as outputs
             self._check_manifest()
             self.rows = {} if self.overwrite else self._read_rows()
+            self._drop_cut_line()
             self._journal = open(self.results_csv, "a" if self.rows else "w", newline="")
             self._writer = csv.DictWriter(self._journal, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
             if not self.rows:
@@ -141,19 +144,44 @@ class RunFolder:
         write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
 
     def _read_rows(self) -> dict[str, dict[str, str]]:
-        return self.read_results(self.results_csv)
+        rows, records = self._read_journal(self.results_csv)
+        # Rewritten on close only when it holds more than one line per image (rows of redone images, a cut line).
+        self._needs_compaction = records != len(rows)
+        return rows
+
+    def _drop_cut_line(self) -> None:
+        """A kill or power cut can leave the journal's last row cut short (even inside a quoted cell): cut the file
+        back to its last complete row, so the rows this run appends are read as written (that image is redone)."""
+        if not self.rows:
+            return
+        with open(self.results_csv, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - _TAIL_BYTES)
+            f.seek(start)
+            tail = f.read()
+            end = tail.rfind(b"\r\n")  # csv's row terminator; a newline inside a cell is a bare \n
+            if not tail.endswith(b"\n") and end >= 0:
+                f.truncate(start + end + 2)
 
     @staticmethod
     def read_results(results_csv: Path) -> dict[str, dict[str, str]]:
         """The latest row per image of a results.csv (a line cut by a kill is ignored)."""
+        return RunFolder._read_journal(results_csv)[0]
+
+    @staticmethod
+    def _read_journal(results_csv: Path) -> tuple[dict[str, dict[str, str]], int]:
+        """The latest complete row per image, and how many lines of rows the file holds."""
         if not results_csv.is_file():
-            return {}
+            return {}, 0
         rows: dict[str, dict[str, str]] = {}
+        records = 0
         with open(results_csv, newline="") as f:
             for row in csv.DictReader(f):
-                if row.get("path") and row.get("status") and None not in row:
+                records += 1
+                # A row with too many cells has a None key, one with too few None values (a line cut short).
+                if row.get("path") and row.get("status") and None not in row and None not in row.values():
                     rows[_csv_text(row["path"])] = {**row, "path": _csv_text(row["path"])}
-        return rows
+        return rows, records
 
     def is_done(self, path: Path, outputs: Iterable[Path], mask: Path) -> bool:
         """Whether ``path``'s outputs from an earlier run can be kept (see the module docstring)."""
@@ -176,7 +204,9 @@ class RunFolder:
                 self._journal.flush()
         except OSError as e:
             raise write_failure(e, f"{self.results_csv}") from None
-        self.rows[os.path.abspath(str(row["path"]))] = {k: str(v) for k, v in row.items()}  # input_key, without a Path
+        key = os.path.abspath(str(row["path"]))  # input_key, without a Path
+        self._needs_compaction |= key in self.rows  # an image redone: its earlier row is still in the journal
+        self.rows[key] = {k: str(v) for k, v in row.items()}
 
     def record_flush(self) -> None:
         try:
@@ -195,7 +225,8 @@ class RunFolder:
                 for folder in (self.out_dir / name for name in OUTPUT_FOLDERS):
                     if folder.is_dir():
                         sync_folder_entries(folder)  # the outputs' renames, once for the whole run
-                self._compact()
+                if self._needs_compaction:
+                    self._compact()
         except OSError as e:
             if exc[0] is None:  # an earlier error already explains the stop
                 raise write_failure(e, f"{self.results_csv}") from None
@@ -208,7 +239,7 @@ class RunFolder:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in self._read_rows().values())
+        writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in self.read_results(self.results_csv).values())
         try:
             write_text_atomic(self.results_csv, buf.getvalue())
         except OSError:

@@ -15,10 +15,12 @@ import mmap
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 _ALIGN = 64  # each array starts on a cache line
+SLOT_ALIGN = 64 << 10  # slot sizes are rounded up to this
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class SharedArray:
 
     @property
     def end(self) -> int:
-        return self.offset + math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        return self.offset + math.prod(self.shape) * _dtype(self.dtype).itemsize
 
 
 class SlotPool:
@@ -71,7 +73,7 @@ class SlotPool:
         pos = _aligned(after.end) if after is not None else slot * self.slot_bytes
         refs: list = []
         for spec in specs:
-            ref = SharedArray(pos, tuple(spec[0]), np.dtype(spec[1]).str) if spec is not None else None
+            ref = SharedArray(pos, tuple(spec[0]), _dtype(spec[1]).str) if spec is not None else None
             if ref is None or ref.end > end:
                 refs.append(None)
                 continue
@@ -93,6 +95,22 @@ class SlotPool:
         if not isinstance(item, SharedArray):
             return item
         return np.ndarray(item.shape, np.dtype(item.dtype), buffer=self._buffer, offset=item.offset)
+
+
+def slot_layout_bytes(arrays: Sequence[tuple[int, ...]]) -> int:
+    """Bytes a slot needs for these arrays one after another, each given as (*shape, itemsize), as ``reserve``
+    lays them out."""
+    pos = 0
+    for *shape, itemsize in arrays:
+        pos = _aligned(pos) + math.prod(shape) * itemsize
+    return pos
+
+
+@lru_cache(maxsize=64)
+def _dtype(spec: str) -> np.dtype:
+    """``np.dtype(spec)``, made once per spec: the GPU stages lay out two arrays per image in the main thread, where
+    constructing dtypes was a tenth of the layout's cost."""
+    return np.dtype(spec)
 
 
 def _aligned(pos: int) -> int:

@@ -83,6 +83,28 @@ def test_output_folder_inside_the_input_folder(onnx_model, images):
     assert res.returncode == 1 and "is inside the output folder" in res.stderr
 
 
+def test_folders_are_listed_in_path_order_and_a_link_into_the_output_folder_is_refused(onnx_model, images, tmp_path):
+    """find_images sorts by path components (as Paths sort, not as strings: "a/b.jpg" before "a-c.jpg"), and an input
+    that is a symbolic link to a file in the output folder is refused like the file itself."""
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.imageio import find_images
+    from ultralbm_edge.runtime.predict import PredictOptions, predict
+
+    tree, jpeg = tmp_path / "tree", sorted(images.iterdir())[0].read_bytes()
+    (tree / "a").mkdir(parents=True)
+    for rel in ["a/b.jpg", "a-c.jpg", "a.jpg", "A.JPG", "notes.txt"]:
+        (tree / rel).write_bytes(jpeg)
+    found = find_images([tree])
+    assert [p.relative_to(tree).as_posix() for p in found] == ["A.JPG", "a/b.jpg", "a-c.jpg", "a.jpg"] and found == sorted(found)
+    out = tmp_path / "out"
+    backend = open_backend(onnx_model)
+    assert predict([tree / "a"], backend, out, PredictOptions()).ok == 1
+    (tree / "a" / "back.jpg").symlink_to(out / "masks" / "b.png")
+    summary = predict([tree / "a"], backend, out, PredictOptions())
+    assert (summary.ok, summary.skipped) == (0, 1) and len(summary.failed) == 1
+    assert "back.jpg: is inside the output folder" in summary.failed[0][1]
+
+
 # 3. Decompression bombs, FIFOs, devices, huge sparse files: refused from the header / file type, bounded memory.
 def _png_bomb(side: int = 30000) -> bytes:
     """A valid PNG of side x side black RGB pixels: megabytes on disk, gigabytes decoded."""
@@ -203,6 +225,31 @@ def test_rows_of_earlier_runs_stay(onnx_model, images, tmp_path):
     assert run_cli("predict", *map(str, names[:5]), "-m", str(onnx_model), "-o", str(out)).returncode == 0
     assert run_cli("predict", *map(str, names[5:8]), "-m", str(onnx_model), "-o", str(out)).returncode == 0
     assert set(_rows(out)) == {p.name for p in names[:8]} and {r["status"] for r in _rows(out).values()} == {"ok"}
+
+
+@pytest.mark.parametrize("cut_in", ["a quoted path", "the row's last cells"])
+def test_a_journal_row_cut_by_a_kill_is_redone_and_the_rows_after_it_are_read(onnx_model, images, tmp_path, cut_in):
+    """A kill while the journal's buffer was being written leaves its last row cut short (inside a quoted cell, or
+    with cells missing): the resume reads no half row as done, redoes that image, and the rows it appends stay rows."""
+    from ultralbm_edge.runtime.backends import open_backend
+    from ultralbm_edge.runtime.predict import PredictOptions, predict
+
+    first = sorted(images.iterdir())[0]
+    (images / "zz, last.jpg").write_bytes(first.read_bytes())  # sorted last; quoted in the CSV
+    backend, out, opts = open_backend(onnx_model), tmp_path / "out", PredictOptions(batch_size=8)
+    assert predict([images], backend, out, opts).ok == 25
+    journal = (out / "results.csv").read_bytes()
+    last = journal.rstrip(b"\r\n").rfind(b"\r\n") + 2
+    assert journal[last:].startswith(b'"') and b"zz, last.jpg" in journal[last:]
+    # Inside the quoted path, or after input_bytes (input_mtime_ns and mask_sha256 missing).
+    cut = journal.index(b"zz, ", last) + 3 if cut_in == "a quoted path" else journal.rindex(b",", last, journal.rindex(b","))
+    (out / "results.csv").write_bytes(journal[:cut])
+    resumed = predict([images], backend, out, opts)
+    assert (resumed.ok, resumed.skipped, resumed.failed) == (1, 24, []), resumed
+    rows = _rows(out)
+    assert len(rows) == 25 and {r["status"] for r in rows.values()} == {"ok"}
+    assert rows["zz, last.jpg"]["mask_sha256"] == rows[first.name]["mask_sha256"]
+    assert (out / "results.csv").read_bytes().count(b"\r\n") == 26  # the header and one row per image
 
 
 # 8. Corrupt JPEGs are errors; bytes after the end marker are fine.

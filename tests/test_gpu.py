@@ -564,7 +564,8 @@ def test_pinned_slots_write_what_pageable_copies_write(official_dir, ph2_val_ima
     for p in [*sorted(ph2_val_images.glob("*.jpg"))[:5], *sorted((isic_val / "images").glob("*.jpg"))[:40]]:
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "truncated.jpg").write_bytes((isic_val / "images" / "ISIC_0000006.jpg").read_bytes()[:3000])
-    monkeypatch.setattr(predict_module, "_SLOT_BYTES", 600_000)  # a 256-px image's outputs fit, a PH2 image's mask not
+    # A 256-px image's outputs fit, a PH2 image's mask not (slots not sized for the PH2 images)
+    monkeypatch.setattr(predict_module, "_SLOT_BYTES_RANGE", (600_000, 600_000))
     backend = open_backend(official_dir / "best.pth", device="cuda")
     opts = PredictOptions(batch_size=16, workers=4, save_probs=True, overlay=overlay)
     pinned_batches = []

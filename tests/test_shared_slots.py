@@ -12,7 +12,7 @@ from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.files import OutputWriteError
 from ultralbm_edge.runtime.predict import BatchStages, Inferred, PredictOptions, predict
 from ultralbm_edge.runtime.preprocess import preprocess
-from ultralbm_edge.runtime.shared_slots import SharedArray, SlotPool
+from ultralbm_edge.runtime.shared_slots import SLOT_ALIGN, SharedArray, SlotPool, slot_layout_bytes
 
 from conftest import remount
 from run_outputs import assert_same_outputs
@@ -95,7 +95,8 @@ def test_worker_processes_through_shared_memory_write_what_threads_write(onnx_mo
     (images / "truncated.jpg").write_bytes((isic_val / "images" / "ISIC_0000006.jpg").read_bytes()[:3000])
     # A 256-px image's pixels, map and mask fit a slot of 600 KB; a PH2 image's pixels (1.3 MB) do not and travel
     # pickled. Batch 3: 16 slots for 18 images, so slots are waited for and reused.
-    monkeypatch.setattr(predict_module, "_SLOT_BYTES", 600_000)
+    monkeypatch.setattr(predict_module, "_SLOT_BYTES_RANGE", (600_000, 600_000))  # not sized for the PH2 images
+    monkeypatch.setattr(predict_module, "_SLOTS_PER_BATCH_IMAGE", 5)
     backend = open_backend(onnx_model)
     opts = PredictOptions(batch_size=3, workers=2, save_probs=True, overlay=overlay)
     threads = predict([images], backend, tmp_path / "threads", opts)
@@ -171,3 +172,19 @@ def test_a_full_disk_stops_worker_processes_with_queued_batches_and_the_resume_c
     assert predict(images, backend, tmp_path / "reference", opts).ok == 24
     for mask in (tmp_path / "reference" / "masks").iterdir():
         assert (out / "masks" / mask.name).read_bytes() == mask.read_bytes(), mask.name
+
+
+def test_slots_are_sized_for_the_first_images_and_bounded(isic_val, ph2_val_images, monkeypatch):
+    """A slot holds what the stages place for the largest of the folder's first images (their headers read); no more
+    slots than images, and no more memory than _SLOT_MEMORY (but a batch's worth)."""
+    stages = BatchStages(backend=None)
+    isic = sorted((isic_val / "images").glob("*.jpg"))[:20]
+    pool = predict_module._slot_pool(isic, stages, 256, batch_size=8, chunk=2, keep_pixels=False)
+    needed = slot_layout_bytes([(256, 256, 3), (256, 256, 4), (256, 256, 4), (256, 256, 1)])  # pixels, three outputs
+    assert pool.slot_bytes == -(-needed // SLOT_ALIGN) * SLOT_ALIGN and pool.nbytes == 22 * pool.slot_bytes
+    ph2 = sorted(ph2_val_images.glob("*.jpg"))[:5]
+    needed = max(slot_layout_bytes([(h, w, 3), (256, 256, 4), (h, w, 4), (h, w, 1)]) for h, w in (cv2.imread(str(p)).shape[:2] for p in ph2))
+    pool = predict_module._slot_pool(isic + ph2, stages, 256, batch_size=8, chunk=2, keep_pixels=False)
+    assert pool.slot_bytes == -(-needed // SLOT_ALIGN) * SLOT_ALIGN
+    monkeypatch.setattr(predict_module, "_SLOT_MEMORY", 5 * pool.slot_bytes)
+    assert predict_module._slot_pool(isic + ph2, stages, 256, batch_size=8, chunk=2, keep_pixels=False).nbytes == (8 + 2) * pool.slot_bytes

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ultralbm_edge.runtime.predict import BatchOutputs, BatchStages, Inferred
-from ultralbm_edge.runtime.shared_slots import SharedArray, SlotPool
+from ultralbm_edge.runtime.shared_slots import SharedArray, SlotPool, slot_layout_bytes
 
 from .graph_runner import CudaGraphRunner
 from .mapped_memory import map_host_memory, unmap_host_memory
@@ -77,6 +77,11 @@ class GpuBatchStages(BatchStages):
         with torch.inference_mode():
             return self._launch_mapped(items, threshold, slots, mapped, keep_pixels)  # type: ignore[arg-type]
 
+    def slot_bytes(self, height: int, width: int, size: int, keep_pixels: bool) -> int:
+        # The map and the mask go after the pixels when those are kept (overlays), else over them (``launch``).
+        outputs = [(size, size, 4), (height, width, 1)]
+        return max(slot_layout_bytes([(height, width, 3), *outputs]) if keep_pixels else slot_layout_bytes(outputs), height * width * 3)
+
     def close(self, slots: SlotPool | None) -> None:
         if slots is not None and self._maps.pop(id(slots), None) is not None:
             unmap_host_memory(slots.address, self.runner.device)
@@ -103,9 +108,11 @@ class GpuBatchStages(BatchStages):
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, item in enumerate(items):
             groups[(item.height, item.width)].append(i)
+        slot_ids: dict[tuple[int, int], torch.Tensor] = {}  # per image size, its images' slots (on the GPU)
         for (h, w), index in groups.items():
             if all(isinstance(items[i].rgb, SharedArray) for i in index):
-                rgb = rows[:, : h * w * 3].index_select(0, _on_device([items[i].slot for i in index], device)).view(-1, h, w, 3)
+                slot_ids[(h, w)] = _on_device([items[i].slot for i in index], device)
+                rgb = rows[:, : h * w * 3].index_select(0, slot_ids[(h, w)]).view(-1, h, w, 3)
             else:  # an image too large for its slot was pickled: copied from pageable memory (the call blocks)
                 rgb = torch.stack([_view(mapped, items[i].rgb) if isinstance(items[i].rgb, SharedArray) else torch.from_numpy(items[i].rgb).to(device)
                                    for i in index])  # fmt: skip
@@ -123,7 +130,7 @@ class GpuBatchStages(BatchStages):
                 refs.append(slots.reserve(item.slot, [((s, s), "<f4"), ((h, w), "|u1")], after=keep) if item.slot is not None else [None, None])
             starts = {tuple(ref.offset - items[i].slot * slots.slot_bytes if ref is not None else None for ref in pair) for i, pair in zip(index, refs)}
             if len(starts) == 1 and None not in (place := starts.pop()):  # every map and mask at the same place in its slot
-                ids = _on_device([items[i].slot for i in index], device)
+                ids = slot_ids[(h, w)] if (h, w) in slot_ids else _on_device([items[i].slot for i in index], device)
                 for start, out in zip(place, (group_probs[:, 0], masks)):
                     flat = out.reshape(len(index), -1).view(torch.uint8)
                     rows[:, start : start + flat.shape[1]].index_copy_(0, ids, flat)
