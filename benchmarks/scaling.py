@@ -9,9 +9,11 @@ warm-up run (page cache, CUDA start-up, Ray workers). The engine that measured i
   whole script (RAY_ADDRESS, else a local instance).
 - ``processes`` (when Ray is not installed): N ``ultralbm-edge predict`` processes, one per GPU
   (CUDA_VISIBLE_DEVICES), over disjoint halves (N-ths) of the files, each writing its own run folder with
-  ``--workers`` decoding and writing (default: the cores / the largest device count, the same in every row: a row
-  with more GPUs adds each GPU with the same share of cores, as adding machines would; the CPU work, not the GPU,
-  bounds one GPU's rate); images/s over the union of the files, wall clock from the first start to the last exit.
+  ``--workers`` decoding and writing (default: the cores / the largest device count, the same in every row). Each
+  process is pinned to its own share of the machine's physical cores (both hyperthreads of each; ``--no-pin`` lets
+  them float), so a row with more GPUs adds each GPU with the same share of CPU, as adding machines would: the CPU
+  work, not the GPU, bounds one GPU's rate, and an unpinned one-GPU row would use the whole machine's CPUs.
+  images/s over the union of the files, wall clock from the first start to the last exit.
 
 Each row gives ``img_s`` (all images / wall seconds of the whole job, start-up of actors or processes included) and
 ``img_s_steady`` (ray: from the row of the 10th percentile image to the last; processes: all images / the longest
@@ -20,7 +22,7 @@ compared with the 1-device run's by results.csv's mask_sha256.
 
     python benchmarks/scaling.py --images ../shared/data/isic2017/val/images --copies 20 --gpus 1,2 \\
         --engine ray --device cuda --json benchmarks/results/scaling_h200x2.json
-    python benchmarks/scaling.py --images $ULTRALBM_SHARED/data/isic2017/val/images --copies 100 --gpus 1,2 \\
+    python benchmarks/scaling.py --images $ULTRALBM_SHARED/data/isic2017/val/images --copies 200 --gpus 1,2 \\
         --engine processes --device cuda --json benchmarks/results/scaling_processes_h200x2.json
 
 ``--device cpu`` runs the same logic on CPU workers (a check that the script works, not a measurement).
@@ -107,12 +109,33 @@ class RayEngine:
         self.ray.shutdown()
 
 
+def cpu_shares(parts: int) -> list[list[int]]:
+    """The CPUs this process may use, split into ``parts`` shares of whole physical cores (a core's hyperthreads in
+    one share; /sys's topology, else one CPU per core), as equal as the count allows."""
+    cpus = sorted(os.sched_getaffinity(0))
+    cores: dict[tuple[str, str], list[int]] = {}
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            key = ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+        except OSError:
+            key = ("", str(cpu))
+        cores.setdefault(key, []).append(cpu)
+    groups = sorted(cores.values())
+    if len(groups) < parts:
+        raise SystemExit(f"{len(groups)} physical cores cannot be shared among {parts} processes: pass --no-pin")
+    bounds = [round(k * len(groups) / parts) for k in range(parts + 1)]
+    return [sorted(c for g in groups[bounds[k] : bounds[k + 1]] for c in g) for k in range(parts)]
+
+
 class ProcessEngine:
     name = "processes"
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, most_devices: int) -> None:
         self.args = args
-        self.facts = {"ray": "not installed" if importlib.util.find_spec("ray") is None else "not used"}
+        self.shares = cpu_shares(most_devices) if args.pin else None
+        self.facts = {"ray": "not installed" if importlib.util.find_spec("ray") is None else "not used",
+                      "cpus_per_process": [len(s) for s in self.shares] if self.shares else "not pinned"}  # fmt: skip
 
     def run(self, parts: list[Path], devices: int, out: Path) -> tuple[dict[str, Any], list[Path]]:
         cuda = self.args.device.startswith("cuda")
@@ -125,7 +148,8 @@ class ProcessEngine:
             cmd = [sys.executable, "-m", "ultralbm_edge", "-q", "predict", *map(str, parts[k::devices]), "-m", self.args.model,
                    "-o", str(outs[-1]), "--device", "cuda" if cuda else "cpu", "-b", str(self.args.batch), "--workers", str(workers),
                    "--overwrite"]  # fmt: skip
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            pin = (lambda cpus=self.shares[k]: os.sched_setaffinity(0, cpus)) if self.shares else None
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin))
         results = [p.communicate() for p in procs]
         wall = time.perf_counter() - t0
         images, seconds, detail = 0, [], set()
@@ -155,6 +179,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, help="processes: decode/write workers per predict process (default: cores / largest count)")
     ap.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="processes: do not pin each process to its share of the cores")
     ap.add_argument("--keep", type=Path, help="keep the replicated folder and run folders here (default: a temp dir)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -162,7 +187,7 @@ def main() -> None:
     args.workers = args.workers or min(64, max(1, (os.cpu_count() or 1) // max(counts)))  # predict takes 1-64
     engine_name = args.engine if args.engine != "auto" else ("ray" if importlib.util.find_spec("ray") else "processes")
     print(f"engine: {engine_name}" + (" (Ray is not installed)" if args.engine == "auto" and engine_name == "processes" else ""), flush=True)
-    engine = RayEngine(args) if engine_name == "ray" else ProcessEngine(args)
+    engine = RayEngine(args) if engine_name == "ray" else ProcessEngine(args, max(counts))
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="ulbm-scaling-"))
     rows: list[dict[str, Any]] = []
     try:

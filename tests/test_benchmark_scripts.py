@@ -39,6 +39,8 @@ def test_scaling_with_processes_where_ray_is_absent(onnx_model, isic_val, tmp_pa
     rows = [(r["engine"], r["devices"], r["images"], r["masks_identical_to_first"]) for r in result["rows"]]
     assert rows == [("processes", 1, 8, 8), ("processes", 2, 8, 8)]
     assert result["environment"]["engine"] == "processes" and result["environment"]["ray"] == "not installed"
+    shares = result["environment"]["cpus_per_process"]  # each process pinned to its share of the cores
+    assert len(shares) == 2 and min(shares) >= 1 and sum(shares) == len(os.sched_getaffinity(0))
     assert result["rows"][1]["img_s"] > 0
 
 
