@@ -26,6 +26,7 @@ import simplejpeg
 from .errors import UserError
 from .files import write_atomic
 
+_HEADER_BYTES = 1 << 16  # enough for the size fields of nearly every image file (a JPEG's after its EXIF)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 
@@ -141,12 +142,20 @@ def read_image(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.nda
 
 
 def image_size(path: Path | str) -> tuple[int, int]:
-    """(height, width) as the file's header declares it, without decoding; (-1, -1) when unreadable (the decoder
-    reports such a file later)."""
+    """(height, width) as the file's header declares it, from its first 64 KB, without decoding; (-1, -1) when that
+    does not tell (the decoder reports a bad file later). Opened as ``_read_regular_file`` does: a FIFO or device
+    named like an image is never read (it would block)."""
     try:
-        width, height = imagesize.get(str(path))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
         return -1, -1
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return -1, -1
+            width, height = imagesize.get(io.BytesIO(f.read(_HEADER_BYTES)))
+        except (OSError, ValueError):
+            return -1, -1
     return height, width
 
 

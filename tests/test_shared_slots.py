@@ -2,6 +2,7 @@
 stages do: the same outputs as the thread pool's, whatever fits a slot or not, with bad images and slots reused."""
 
 import csv
+import os
 from pathlib import Path
 
 import cv2
@@ -174,7 +175,7 @@ def test_a_full_disk_stops_worker_processes_with_queued_batches_and_the_resume_c
         assert (out / "masks" / mask.name).read_bytes() == mask.read_bytes(), mask.name
 
 
-def test_slots_are_sized_for_the_first_images_and_bounded(isic_val, ph2_val_images, monkeypatch):
+def test_slots_are_sized_for_the_first_images_and_bounded(isic_val, ph2_val_images, tmp_path, monkeypatch):
     """A slot holds what the stages place for the largest of the folder's first images (their headers read); no more
     slots than images, and no more memory than _SLOT_MEMORY (but a batch's worth)."""
     stages = BatchStages(backend=None)
@@ -186,5 +187,8 @@ def test_slots_are_sized_for_the_first_images_and_bounded(isic_val, ph2_val_imag
     needed = max(slot_layout_bytes([(h, w, 3), (256, 256, 4), (h, w, 4), (h, w, 1)]) for h, w in (cv2.imread(str(p)).shape[:2] for p in ph2))
     pool = predict_module._slot_pool(isic + ph2, stages, 256, batch_size=8, chunk=2, keep_pixels=False)
     assert pool.slot_bytes == -(-needed // SLOT_ALIGN) * SLOT_ALIGN
+    fifo = tmp_path / "fifo.jpg"  # a FIFO among the first images: never read (that would block), not counted
+    os.mkfifo(fifo)
+    assert predict_module._slot_pool([fifo, *isic, *ph2], stages, 256, batch_size=8, chunk=2, keep_pixels=False).slot_bytes == pool.slot_bytes
     monkeypatch.setattr(predict_module, "_SLOT_MEMORY", 5 * pool.slot_bytes)
     assert predict_module._slot_pool(isic + ph2, stages, 256, batch_size=8, chunk=2, keep_pixels=False).nbytes == (8 + 2) * pool.slot_bytes
