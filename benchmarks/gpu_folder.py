@@ -17,6 +17,7 @@ alternation and their medians are reported. Masks of the two paths are compared 
 
     python benchmarks/gpu_folder.py --checkpoint ultralbm --images <isic val images> --full-res <ph2 images> \
         --copies 20 --batches 64 --json gpu_folder_h200.json
+    python benchmarks/gpu_folder.py --images <isic val images> --copies 100 --forms gpu --json gpu_folder_large_h200.json
 """
 
 from __future__ import annotations
@@ -107,8 +108,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each GPU-stage form (alternating); medians reported")
+    ap.add_argument("--forms", default="gpu,gpu pageable,cpu", help="which end-to-end forms to run (a large folder: gpu alone)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    forms = [f.strip() for f in args.forms.split(",")]
     backend = open_backend(args.checkpoint, backend="torch", device="cuda", compile=args.compile)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,24 +125,30 @@ def main() -> None:
                 n = len(list(folder.iterdir()))
                 opts = PredictOptions(batch_size=batch, workers=args.workers, overwrite=True)
                 run_folder(backend, folder, opts, "gpu", tmp / "warm")  # capture graphs, warm caches
-                runs: dict[str, list[tuple[float, float, float]]] = {"gpu": [], "gpu pageable": []}
+                runs: dict[str, list[tuple[float, float, float]]] = {f: [] for f in ("gpu", "gpu pageable") if f in forms}
                 for _ in range(args.repeats):
                     for form in runs:
                         runs[form].append(run_folder(backend, folder, opts, form, tmp / f"{form}_{batch}_{name}"))
-                (gpu, main_busy, worker_ms), (pageable, pageable_busy, _) = (_median_run(r) for r in runs.values())
-                cpu = run_folder(backend, folder, opts, "cpu", tmp / f"cpu_{batch}_{name}")[0]
-                agree = mask_agreement(tmp / f"gpu_{batch}_{name}" / "masks", tmp / f"cpu_{batch}_{name}" / "masks")
                 row = {"set": name, "images": n, "batch": batch, "workers": args.workers, "pure_img_s": round(pure, 1),
-                       "graph_only_img_s": round(graph_only, 1),
-                       "gpu_stages_img_s": round(gpu, 1), "gpu_stages_runs_img_s": [round(r[0], 1) for r in runs["gpu"]],
-                       "gpu_stages_pageable_img_s": round(pageable, 1),
-                       "gpu_stages_pageable_runs_img_s": [round(r[0], 1) for r in runs["gpu pageable"]],
-                       "cpu_stages_img_s": round(cpu, 1),
-                       "gpu_stages_main_process_cpu_busy": round(main_busy, 3), "gpu_stages_worker_cpu_ms_per_image": round(worker_ms, 3),
-                       "gpu_stages_pageable_main_process_cpu_busy": round(pageable_busy, 3),
-                       "gpu_stages_over_pure": round(gpu / pure, 3), "gpu_stages_over_pageable": round(gpu / pageable, 3),
-                       "cpu_stages_over_pure": round(cpu / pure, 3),
-                       "mask_dice_gpu_vs_cpu_min": round(agree["min_dice"], 5), "mask_dice_gpu_vs_cpu_mean": round(agree["mean_dice"], 6)}  # fmt: skip
+                       "graph_only_img_s": round(graph_only, 1)}  # fmt: skip
+                if "gpu" in runs:
+                    gpu, main_busy, worker_ms = _median_run(runs["gpu"])
+                    row.update({"gpu_stages_img_s": round(gpu, 1), "gpu_stages_runs_img_s": [round(r[0], 1) for r in runs["gpu"]],
+                                "gpu_stages_main_process_cpu_busy": round(main_busy, 3),
+                                "gpu_stages_worker_cpu_ms_per_image": round(worker_ms, 3), "gpu_stages_over_pure": round(gpu / pure, 3)})  # fmt: skip
+                if "gpu pageable" in runs:
+                    pageable, pageable_busy, _ = _median_run(runs["gpu pageable"])
+                    row.update({"gpu_stages_pageable_img_s": round(pageable, 1),
+                                "gpu_stages_pageable_runs_img_s": [round(r[0], 1) for r in runs["gpu pageable"]],
+                                "gpu_stages_pageable_main_process_cpu_busy": round(pageable_busy, 3)})  # fmt: skip
+                    if "gpu" in runs:
+                        row["gpu_stages_over_pageable"] = round(gpu / pageable, 3)
+                if "cpu" in forms:
+                    cpu = run_folder(backend, folder, opts, "cpu", tmp / f"cpu_{batch}_{name}")[0]
+                    row.update({"cpu_stages_img_s": round(cpu, 1), "cpu_stages_over_pure": round(cpu / pure, 3)})
+                    if "gpu" in runs:
+                        agree = mask_agreement(tmp / f"gpu_{batch}_{name}" / "masks", tmp / f"cpu_{batch}_{name}" / "masks")
+                        row.update({"mask_dice_gpu_vs_cpu_min": round(agree["min_dice"], 5), "mask_dice_gpu_vs_cpu_mean": round(agree["mean_dice"], 6)})
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cpus": os.cpu_count(), "compile": args.compile,

@@ -33,8 +33,7 @@ from .postprocess import PostprocessOptions, clean_mask, full_size, mask_stats, 
 from .preprocess import preprocess
 from .report import Case, overlay_thumbnail, write_report
 from .run_folder import RunFolder, RunSettings, input_key, input_stamp
-from .shared_slots import SLOT_ALIGN as _SLOT_ALIGN
-from .shared_slots import SharedArray, SlotPool, slot_layout_bytes
+from .shared_slots import SLOT_ALIGN, SharedArray, SlotPool, slot_layout_bytes
 
 # Slots of shared memory per image of a batch, for worker processes: the batches decoding ahead, the one on the GPU
 # and those being written. Too few, and decoding waits for writes to free one (10 instead of 5 per batch image:
@@ -378,7 +377,7 @@ def _slot_pool(todo: list[Path], stages: BatchStages, size: int, batch_size: int
     there are images (a small folder does not pin memory it never uses)."""
     sizes = [image_size(p) for p in todo[:_SIZE_SAMPLE]]
     needed = max((stages.slot_bytes(h, w, size, keep_pixels) for h, w in sizes if h > 0 and w > 0), default=0)
-    slot_bytes = min(max(-(-needed // _SLOT_ALIGN) * _SLOT_ALIGN, _SLOT_BYTES_RANGE[0]), _SLOT_BYTES_RANGE[1])
+    slot_bytes = min(max(-(-needed // SLOT_ALIGN) * SLOT_ALIGN, _SLOT_BYTES_RANGE[0]), _SLOT_BYTES_RANGE[1])
     count = min(_SLOTS_PER_BATCH_IMAGE * batch_size, max(_SLOT_MEMORY // slot_bytes, batch_size), len(todo)) + chunk
     return SlotPool(count, slot_bytes)
 
