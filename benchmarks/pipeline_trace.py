@@ -17,8 +17,15 @@ Medians and 90th percentiles per kind, the workers' busy share and the main thre
 written as JSON. The code under test is unchanged: the pool is wrapped from outside (``predict._worker_pool``).
 Clocks: ``time.monotonic`` (one system-wide clock on Linux, so worker and parent times compare).
 
+``--variant NAME:key=value,...`` (repeatable) runs the same folder with predict's pipeline constants changed, the
+variants alternating run by run: ``slots_per_batch_image``, ``slot_bytes`` (every slot this size instead of sized
+from the folder), ``decode_ahead_batches``, ``images_per_task``, ``workers``. Without it, the code as shipped.
+
     python benchmarks/pipeline_trace.py --images <isic val images> --copies 20 --backend torch --device cuda \
         --batch 64 --workers 16 --json pipeline_trace_h200.json
+    python benchmarks/pipeline_trace.py --images <isic val images> --copies 20 --backend torch --device cuda \
+        --variant "5 slots of 2.6 MB:slots_per_batch_image=5,slot_bytes=2621440" --variant "as shipped:" \
+        --variant "24 workers:workers=24"
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +148,36 @@ def traced_predict(folder: Path, backend, opts: PredictOptions, out: Path) -> tu
     return {"images": summary.ok, "img_s": round(summary.ok / wall, 1), **summarise(tasks, wall, opts.workers)}, summary.ok
 
 
+# --variant keys -> predict's module constants (slot_bytes fixes the range slots are sized within to one size)
+_CONSTANTS = {"slots_per_batch_image": "_SLOTS_PER_BATCH_IMAGE", "slot_bytes": "_SLOT_BYTES_RANGE",
+              "decode_ahead_batches": "_DECODE_AHEAD_BATCHES", "images_per_task": "_IMAGES_PER_TASK"}  # fmt: skip
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, int]]:
+    """``NAME:key=value,key=value`` -> (name, settings); keys are ``_CONSTANTS``'s and ``workers``."""
+    name, _, spec = text.partition(":")
+    settings = {k.strip(): int(v) for k, v in (item.split("=") for item in spec.split(",") if item.strip())}
+    unknown = set(settings) - {*_CONSTANTS, "workers"}
+    if unknown:
+        raise SystemExit(f"--variant {text!r}: unknown setting(s) {sorted(unknown)}; known: {sorted({*_CONSTANTS, 'workers'})}")
+    return name, settings
+
+
+@contextmanager
+def patched(settings: dict[str, int]) -> Iterator[None]:
+    """predict's pipeline constants set as ``settings`` says for the duration (the workers fork inside, and inherit
+    them), then restored."""
+    saved = {const: getattr(predict_module, const) for const in _CONSTANTS.values()}
+    try:
+        for key, value in settings.items():
+            if key in _CONSTANTS:
+                setattr(predict_module, _CONSTANTS[key], (value, value) if key == "slot_bytes" else value)
+        yield
+    finally:
+        for const, value in saved.items():
+            setattr(predict_module, const, value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="ultralbm", help="a bundled model name or a model file")
@@ -149,19 +188,28 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--runs", type=int, default=2, help="traced runs after one untimed warm-up run")
+    ap.add_argument("--variant", action="append", default=[], help="NAME:key=value,... (see above); repeatable")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    variants = [parse_variant(v) for v in args.variant] or [("as shipped", {})]
     backend = open_backend(args.model, backend=args.backend, device=args.device)
     opts = PredictOptions(batch_size=args.batch, workers=args.workers, overwrite=True)
+    results: list[dict] = [{"name": name, "settings": settings, "runs": []} for name, settings in variants]
     with tempfile.TemporaryDirectory() as tmp:
         folder = replicate(args.images, args.copies, Path(tmp) / "images")
         predict([folder], backend, Path(tmp) / "out", opts)  # warm-up: graphs captured, caches warm
-        runs = [traced_predict(folder, backend, opts, Path(tmp) / "out")[0] for _ in range(args.runs)]
-    for run in runs:
-        print(json.dumps(run), flush=True)
+        for _ in range(args.runs):
+            for (name, settings), result in zip(variants, results):
+                with patched(settings):
+                    run = traced_predict(folder, backend, replace(opts, workers=settings.get("workers", args.workers)), Path(tmp) / "out")[0]
+                result["runs"].append(run)
+                print(json.dumps({"variant": name, **run}), flush=True)
+    for result in results:
+        result["img_s_median"] = round(float(np.median([run["img_s"] for run in result["runs"]])), 1)
+        print(f"{result['name']}: {result['img_s_median']} img/s (median of {args.runs})")
     if args.json:
         env = {"backend": backend.name, "device": args.device, "batch": args.batch, "workers": args.workers, "cpus": os.cpu_count()}
-        args.json.write_text(json.dumps({"environment": env, "runs": runs}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"environment": env, "variants": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

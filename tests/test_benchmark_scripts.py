@@ -91,18 +91,27 @@ def test_pipeline_trace_times_every_task_and_leaves_the_outputs_alone(onnx_model
         (images / p.name).write_bytes(p.read_bytes())
     out = tmp_path / "trace.json"
     _script("pipeline_trace.py", "--model", str(onnx_model), "--images", str(images), "--batch", "4", "--workers", "2", "--runs", "1",
-            "--json", str(out))  # fmt: skip
-    (run,) = json.loads(out.read_text())["runs"]
-    assert run["images"] == 6 and run["decode"]["tasks"] == run["write"]["tasks"] == 6
-    for kind in ("decode", "write"):
-        assert all(v >= 0 for k, v in run[kind].items() if k.endswith(("_median", "_p90"))), run[kind]
-    assert 0 < run["workers_busy_share"] <= 1
+            "--variant", "as shipped:", "--variant", "one worker:workers=1,decode_ahead_batches=1", "--json", str(out))  # fmt: skip
+    shipped, one_worker = json.loads(out.read_text())["variants"]
+    assert (shipped["name"], shipped["settings"], one_worker["settings"]) == ("as shipped", {}, {"workers": 1, "decode_ahead_batches": 1})
+    for variant in (shipped, one_worker):
+        (run,) = variant["runs"]
+        assert run["images"] == 6 and run["decode"]["tasks"] == run["write"]["tasks"] == 6 and variant["img_s_median"] == run["img_s"]
+        for kind in ("decode", "write"):
+            assert all(v >= 0 for k, v in run[kind].items() if k.endswith(("_median", "_p90"))), run[kind]
+        assert 0 < run["workers_busy_share"] <= 1
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        from pipeline_trace import traced_predict
+        from pipeline_trace import patched, traced_predict
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+    from ultralbm_edge.runtime import predict as predict_module
+
+    shipped_constants = (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE)
+    with patched({"slots_per_batch_image": 3, "slot_bytes": 1 << 20}):
+        assert (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE) == (3, (1 << 20, 1 << 20))
+    assert (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE) == shipped_constants
     backend = open_backend(onnx_model)
     traced, done = traced_predict(images, backend, PredictOptions(batch_size=4, workers=2), tmp_path / "traced")
     assert done == 6 and predict([images], backend, tmp_path / "plain", PredictOptions(batch_size=4, workers=2)).ok == 6
