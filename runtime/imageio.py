@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable
 
 import cv2
 import imagesize
@@ -66,9 +66,9 @@ class ImageReadError(UserError, ValueError):
         return type(self), (self.path, self.problem, self.hint)
 
 
-def _read_regular_file(path: Path, limits: ImageLimits) -> bytes:
-    """The bytes of ``path`` if it is a regular file within the size limit (checked on the open descriptor, so a
-    file swapped for a FIFO after a check cannot hang the run)."""
+def _open_regular_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (checked on the open descriptor, opened without blocking:
+    a file swapped for a FIFO after a check cannot hang the run); else the one-line ``ImageReadError``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -77,12 +77,19 @@ def _read_regular_file(path: Path, limits: ImageLimits) -> bytes:
         raise ImageReadError(path, "permission denied", "make the file readable (chmod +r) or run as its owner") from None
     except OSError as e:
         raise ImageReadError(path, f"cannot be opened ({e.strerror})", "check the file and the disk") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
+    f = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        f.close()
         if stat.S_ISDIR(mode):
             raise ImageReadError(path, "is a directory, not an image", "pass image files or a folder of them")
-        if not stat.S_ISREG(mode):
-            raise ImageReadError(path, "is not a regular file (a FIFO, device or socket)", "pass image files only")
+        raise ImageReadError(path, "is not a regular file (a FIFO, device or socket)", "pass image files only")
+    return f
+
+
+def _read_regular_file(path: Path, limits: ImageLimits) -> bytes:
+    """The bytes of ``path`` if it is a regular file within the size limit."""
+    with _open_regular_file(path) as f:
         try:
             data = f.read(limits.max_bytes + 1)
         except OSError as e:
@@ -146,19 +153,13 @@ def read_image(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.nda
 
 def image_size(path: Path | str) -> tuple[int, int]:
     """(height, width) as the file's header declares it, from its first 64 KB, without decoding; (-1, -1) when that
-    does not tell (the decoder reports a bad file later). Opened as ``_read_regular_file`` does: a FIFO or device
-    named like an image is never read (it would block)."""
+    does not tell (the decoder reports a bad file later). Opened as the decoder opens it: a FIFO or device named like
+    an image is never read (it would block)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return -1, -1
-    with os.fdopen(fd, "rb") as f:
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return -1, -1
+        with _open_regular_file(Path(path)) as f:
             width, height = imagesize.get(io.BytesIO(f.read(_HEADER_BYTES)))
-        except (OSError, ValueError):
-            return -1, -1
+    except (ImageReadError, OSError, ValueError):
+        return -1, -1
     return height, width
 
 

@@ -315,8 +315,7 @@ def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder
             book.fail(p, f"{p}: same file name stem as {seen[p.stem]}: outputs would collide — rename one of them")
         else:
             seen[p.stem] = p
-            outputs = _outputs(out_dir, p.stem, opts) if not opts.overwrite else []
-            if outputs and run.is_done(p, outputs, outputs[0]):
+            if not opts.overwrite and run.is_done(p, outputs := _outputs(out_dir, p.stem, opts), outputs[0]):
                 book.skip()
             else:
                 todo.append(p)
