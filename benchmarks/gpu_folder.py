@@ -126,9 +126,9 @@ def main() -> None:
                 opts = PredictOptions(batch_size=batch, workers=args.workers, overwrite=True)
                 run_folder(backend, folder, opts, "gpu", tmp / "warm")  # capture graphs, warm caches
                 runs: dict[str, list[tuple[float, float, float]]] = {f: [] for f in ("gpu", "gpu pageable") if f in forms}
-                for _ in range(args.repeats):
-                    for form in runs:
-                        runs[form].append(run_folder(backend, folder, opts, form, tmp / f"{form}_{batch}_{name}"))
+                for repeat in range(args.repeats):
+                    for form in runs:  # each run into a fresh folder (masks created, not replaced)
+                        runs[form].append(run_folder(backend, folder, opts, form, tmp / f"{form}_{batch}_{name}_{repeat}"))
                 row = {"set": name, "images": n, "batch": batch, "workers": args.workers, "pure_img_s": round(pure, 1),
                        "graph_only_img_s": round(graph_only, 1)}  # fmt: skip
                 if "gpu" in runs:
@@ -147,7 +147,7 @@ def main() -> None:
                     cpu = run_folder(backend, folder, opts, "cpu", tmp / f"cpu_{batch}_{name}")[0]
                     row.update({"cpu_stages_img_s": round(cpu, 1), "cpu_stages_over_pure": round(cpu / pure, 3)})
                     if "gpu" in runs:
-                        agree = mask_agreement(tmp / f"gpu_{batch}_{name}" / "masks", tmp / f"cpu_{batch}_{name}" / "masks")
+                        agree = mask_agreement(tmp / f"gpu_{batch}_{name}_0" / "masks", tmp / f"cpu_{batch}_{name}" / "masks")
                         row.update({"mask_dice_gpu_vs_cpu_min": round(agree["min_dice"], 5), "mask_dice_gpu_vs_cpu_mean": round(agree["mean_dice"], 6)})
                 rows.append(row)
                 print(json.dumps(row), flush=True)

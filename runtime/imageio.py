@@ -24,7 +24,7 @@ import numpy as np
 import simplejpeg
 
 from .errors import UserError
-from .files import write_atomic
+from .files import write_atomic, write_bytes_atomic
 
 # PNG without row filters where OpenCV offers the choice (4.12 on; older versions write their default, the same
 # pixels): for a 0/255 mask the filters only cost time (36 % of the encoding) and bytes (1.7x).
@@ -206,7 +206,7 @@ def write_image(path: Path, image: np.ndarray, sync_folder: bool = True) -> str:
     if not ok:
         raise ValueError(f"OpenCV cannot encode an image as {path.suffix}")
     data = encoded.tobytes()
-    write_atomic(path, lambda tmp: tmp.write_bytes(data), sync_folder)
+    write_bytes_atomic(path, data, sync_folder)
     return hashlib.sha256(data).hexdigest()
 
 

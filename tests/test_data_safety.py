@@ -482,3 +482,41 @@ def test_unsafe_pickle_is_named_unsafe(tmp_path):
     torch.save({"weights": Payload()}, tmp_path / "evil.pth")
     _one_line_error(run_cli("info", "-m", str(tmp_path / "evil.pth")), "refused as unsafe")
     assert not (tmp_path / "ran").exists()
+
+
+# 16. Masks are written unnamed and linked once synced; the named temporary file and rename where that is not offered.
+def test_masks_are_linked_only_when_complete_and_every_fallback_writes_the_same(tmp_path, monkeypatch):
+    import errno
+
+    from ultralbm_edge.runtime import files
+
+    masks = tmp_path / "masks"
+    renames = []
+    replace = os.replace
+    monkeypatch.setattr(files.os, "replace", lambda a, b: renames.append(Path(b).name) or replace(a, b))
+    files.write_bytes_atomic(masks / "new.png", b"first", sync_folder=False)  # the folder made on the way
+    assert (masks / "new.png").read_bytes() == b"first" and renames == []  # linked: no temporary name, no rename
+    files.write_bytes_atomic(masks / "new.png", b"second")  # an existing mask is replaced whole, by a rename
+    assert (masks / "new.png").read_bytes() == b"second" and renames == ["new.png"]
+
+    # A write that fails before the link (a full disk, a kill) leaves no file under the name, and no temporary file.
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(OSError, match="No space"):
+        files.write_bytes_atomic(masks / "cut.png", b"never")
+    assert sorted(os.listdir(masks)) == ["new.png"]
+    monkeypatch.undo()
+
+    # A forked child links its own file, not its parent's descriptor of the same number (each has its /proc/self/fd).
+    pid = os.fork()
+    if pid == 0:
+        files.write_bytes_atomic(masks / "child.png", b"from the child")
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0 and (masks / "child.png").read_bytes() == b"from the child"
+
+    # A file system without O_TMPFILE: the named temporary file and rename, same content.
+    real_open = os.open
+    monkeypatch.setattr(files.os, "open", lambda p, flags, *a: (_ for _ in ()).throw(OSError(errno.EOPNOTSUPP, "not supported"))
+                        if flags & os.O_TMPFILE == os.O_TMPFILE else real_open(p, flags, *a))  # fmt: skip
+    files.write_bytes_atomic(masks / "fallback.png", b"renamed")
+    assert (masks / "fallback.png").read_bytes() == b"renamed"
+    assert not [p for p in masks.iterdir() if p.name.startswith(files.TEMP_PREFIX)]
