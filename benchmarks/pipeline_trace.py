@@ -19,7 +19,9 @@ Clocks: ``time.monotonic`` (one system-wide clock on Linux, so worker and parent
 
 ``--variant NAME:key=value,...`` (repeatable) runs the same folder with predict's pipeline constants changed, the
 variants alternating run by run: ``slots_per_batch_image``, ``slot_bytes`` (every slot this size instead of sized
-from the folder), ``decode_ahead_batches``, ``images_per_task``, ``workers``. Without it, the code as shipped.
+from the folder), ``decode_ahead_batches``, ``images_per_task``, ``workers``, ``unnamed_files`` (0: masks written
+through a named temporary file and a rename, as before ``runtime.files.write_bytes_atomic`` linked unnamed files).
+Without it, the code as shipped. Every run writes into a fresh output folder (masks created, not replaced).
 
     python benchmarks/pipeline_trace.py --images <isic val images> --copies 20 --backend torch --device cuda \
         --batch 64 --workers 16 --json pipeline_trace_h200.json
@@ -44,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from _common import replicate
 
+from ultralbm_edge.runtime import files as files_module
 from ultralbm_edge.runtime import predict as predict_module
 from ultralbm_edge.runtime.backends import open_backend
 from ultralbm_edge.runtime.predict import PredictOptions, predict
@@ -154,12 +157,12 @@ _CONSTANTS = {"slots_per_batch_image": "_SLOTS_PER_BATCH_IMAGE", "slot_bytes": "
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, int]]:
-    """``NAME:key=value,key=value`` -> (name, settings); keys are ``_CONSTANTS``'s and ``workers``."""
+    """``NAME:key=value,key=value`` -> (name, settings); keys are ``_CONSTANTS``'s, ``workers`` and ``unnamed_files``."""
     name, _, spec = text.partition(":")
     settings = {k.strip(): int(v) for k, v in (item.split("=") for item in spec.split(",") if item.strip())}
-    unknown = set(settings) - {*_CONSTANTS, "workers"}
-    if unknown:
-        raise SystemExit(f"--variant {text!r}: unknown setting(s) {sorted(unknown)}; known: {sorted({*_CONSTANTS, 'workers'})}")
+    known = {*_CONSTANTS, "workers", "unnamed_files"}
+    if set(settings) - known:
+        raise SystemExit(f"--variant {text!r}: unknown setting(s) {sorted(set(settings) - known)}; known: {sorted(known)}")
     return name, settings
 
 
@@ -168,14 +171,18 @@ def patched(settings: dict[str, int]) -> Iterator[None]:
     """predict's pipeline constants set as ``settings`` says for the duration (the workers fork inside, and inherit
     them), then restored."""
     saved = {const: getattr(predict_module, const) for const in _CONSTANTS.values()}
+    link_unnamed = files_module._link_unnamed
     try:
         for key, value in settings.items():
             if key in _CONSTANTS:
                 setattr(predict_module, _CONSTANTS[key], (value, value) if key == "slot_bytes" else value)
+        if settings.get("unnamed_files", 1) == 0:
+            files_module._link_unnamed = lambda path, data: False  # the named temporary file and rename
         yield
     finally:
         for const, value in saved.items():
             setattr(predict_module, const, value)
+        files_module._link_unnamed = link_unnamed
 
 
 def main() -> None:
@@ -198,10 +205,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = replicate(args.images, args.copies, Path(tmp) / "images")
         predict([folder], backend, Path(tmp) / "out", opts)  # warm-up: graphs captured, caches warm
-        for _ in range(args.runs):
-            for (name, settings), result in zip(variants, results):
+        for k in range(args.runs):
+            for v, ((name, settings), result) in enumerate(zip(variants, results)):
                 with patched(settings):
-                    run = traced_predict(folder, backend, replace(opts, workers=settings.get("workers", args.workers)), Path(tmp) / "out")[0]
+                    out = Path(tmp) / f"out_{k}_{v}"
+                    run = traced_predict(folder, backend, replace(opts, workers=settings.get("workers", args.workers)), out)[0]
                 result["runs"].append(run)
                 print(json.dumps({"variant": name, **run}), flush=True)
     for result in results:

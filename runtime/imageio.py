@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Sequence
 
 import cv2
 import imagesize
@@ -163,7 +163,7 @@ def image_size(path: Path | str) -> tuple[int, int]:
     return height, width
 
 
-def find_images(inputs: Iterable[Path], exclude: Path | None = None) -> list[Path]:
+def find_images(inputs: Sequence[Path], exclude: Path | None = None) -> list[Path]:
     """Expand files and folders into a de-duplicated list of candidate image files (each folder's sorted by path,
     in the order the inputs were given).
 
@@ -188,8 +188,13 @@ def find_images(inputs: Iterable[Path], exclude: Path | None = None) -> list[Pat
             seen.add((st.st_dev, st.st_ino))
             # Strings, not Paths, until sorted: a folder of 10,000s of images is listed in a fraction of the time.
             in_folder += [os.path.join(root, name) for name in files if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
-        # Sorted by path components, as Paths sort ("a/b.jpg" before "a-c.jpg").
-        found.update(dict.fromkeys(Path(p) for p in sorted(in_folder, key=lambda p: p.split(os.sep))))
+        # Sorted by path components, as Paths sort ("a/b.jpg" before "a-c.jpg"). One walk never yields a path twice
+        # (each real folder once): only several inputs need the de-duplication, which hashes each Path (half the
+        # listing's time for one large folder).
+        in_order = [Path(p) for p in sorted(in_folder, key=lambda p: p.split(os.sep))]
+        if len(inputs) == 1:
+            return in_order
+        found.update(dict.fromkeys(in_order))
     return list(found)
 
 

@@ -309,20 +309,21 @@ def _plan(paths: list[Path], out_dir: Path, opts: PredictOptions, run: RunFolder
     out_real = os.path.realpath(out_dir)
     real_folders: dict[str, str] = {}
     for p in paths:
-        if is_within(_real_path(p, real_folders), out_real):
+        stem = p.stem
+        if is_within(_real_path(os.fspath(p), real_folders), out_real):
             book.fail(p, f"{p}: is inside the output folder {out_dir}; outputs are never inputs — move it out or choose another -o")
-        elif p.stem in seen:
-            book.fail(p, f"{p}: same file name stem as {seen[p.stem]}: outputs would collide — rename one of them")
+        elif stem in seen:
+            book.fail(p, f"{p}: same file name stem as {seen[stem]}: outputs would collide — rename one of them")
         else:
-            seen[p.stem] = p
-            if not opts.overwrite and run.is_done(p, outputs := _outputs(out_dir, p.stem, opts), outputs[0]):
+            seen[stem] = p
+            if not opts.overwrite and run.is_done(p, outputs := _outputs(out_dir, stem, opts), outputs[0]):
                 book.skip()
             else:
                 todo.append(p)
     return todo
 
 
-def _real_path(path: Path, real_folders: dict[str, str]) -> str:
+def _real_path(path: str, real_folders: dict[str, str]) -> str:
     """``os.path.realpath(path)``, with each folder resolved once (``real_folders`` caches them): one ``lstat`` per
     file instead of one per component of its path."""
     folder, name = os.path.split(path)

@@ -108,10 +108,14 @@ def test_pipeline_trace_times_every_task_and_leaves_the_outputs_alone(onnx_model
         sys.path.remove(str(REPO / "benchmarks"))
     from ultralbm_edge.runtime import predict as predict_module
 
-    shipped_constants = (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE)
-    with patched({"slots_per_batch_image": 3, "slot_bytes": 1 << 20}):
+    from ultralbm_edge.runtime import files
+
+    shipped_constants = (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE, files._link_unnamed)
+    with patched({"slots_per_batch_image": 3, "slot_bytes": 1 << 20, "unnamed_files": 0}):
         assert (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE) == (3, (1 << 20, 1 << 20))
-    assert (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE) == shipped_constants
+        files.write_bytes_atomic(tmp_path / "named.png", b"x")  # through a named temporary file: none left
+        assert files._link_unnamed(tmp_path / "unnamed.png", b"x") is False and not (tmp_path / "unnamed.png").exists()
+    assert (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE, files._link_unnamed) == shipped_constants
     backend = open_backend(onnx_model)
     traced, done = traced_predict(images, backend, PredictOptions(batch_size=4, workers=2), tmp_path / "traced")
     assert done == 6 and predict([images], backend, tmp_path / "plain", PredictOptions(batch_size=4, workers=2)).ok == 6

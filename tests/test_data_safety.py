@@ -96,6 +96,9 @@ def test_folders_are_listed_in_path_order_and_a_link_into_the_output_folder_is_r
         (tree / rel).write_bytes(jpeg)
     found = find_images([tree])
     assert [p.relative_to(tree).as_posix() for p in found] == ["A.JPG", "a/b.jpg", "a-c.jpg", "a.jpg"] and found == sorted(found)
+    # Several inputs naming the same files (however spelt) list each file once, where it first appears.
+    again = find_images([tree / "a", tree / "a-c.jpg", tree, Path(f"{tree}/./a/b.jpg")])
+    assert [p.relative_to(tree).as_posix() for p in again] == ["a/b.jpg", "a-c.jpg", "A.JPG", "a.jpg"]
     out = tmp_path / "out"
     backend = open_backend(onnx_model)
     assert predict([tree / "a"], backend, out, PredictOptions()).ok == 1
