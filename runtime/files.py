@@ -149,7 +149,7 @@ def write_bytes_atomic(path: Path | str, data: bytes, sync_folder: bool = True) 
 
 
 _UNNAMED_UNSUPPORTED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}  # a file system (or kernel) without O_TMPFILE
-_proc_fds: dict[int, int] = {}  # per process id: its /proc/self/fd folder (a forked child must not use its parent's)
+_proc_fd_of: tuple[int, int] | None = None  # (process id, its /proc/self/fd folder): a forked child opens its own
 
 
 def _link_unnamed(path: Path, data: bytes) -> bool:
@@ -185,11 +185,11 @@ def _link_unnamed(path: Path, data: bytes) -> bool:
 
 
 def _proc_fd() -> int:
-    pid = os.getpid()
-    if pid not in _proc_fds:
-        _proc_fds.clear()  # a forked child: its parent's entry names the parent's descriptors
-        _proc_fds[pid] = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-    return _proc_fds[pid]
+    global _proc_fd_of
+    entry = _proc_fd_of  # one read: threads writing at once at worst each open one
+    if entry is None or entry[0] != os.getpid():  # none yet, or the parent's (this is a forked child)
+        entry = _proc_fd_of = (os.getpid(), os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY))
+    return entry[1]
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
