@@ -149,46 +149,55 @@ def write_bytes_atomic(path: Path | str, data: bytes, sync_folder: bool = True) 
 
 
 _UNNAMED_UNSUPPORTED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}  # a file system (or kernel) without O_TMPFILE
-_proc_fd_of: tuple[int, int] | None = None  # (process id, its /proc/self/fd folder): a forked child opens its own
+# (process id, its /proc/self/fd folder or None without /proc): a forked child opens its own
+_proc_fd_of: tuple[int, int | None] | None = None
 
 
 def _link_unnamed(path: Path, data: bytes) -> bool:
     """Write ``data`` to an unnamed file in ``path``'s folder, sync it and link it as ``path``; False (nothing
-    written) where unnamed files are not offered or ``path`` exists."""
-    if not hasattr(os, "O_TMPFILE") or os.path.lexists(path):
+    written) where unnamed files cannot be made and named, or ``path`` exists."""
+    if not hasattr(os, "O_TMPFILE") or os.path.lexists(path) or (proc_fd := _proc_fd()) is None:
         return False
     try:
-        fd = os.open(path.parent, os.O_WRONLY | os.O_TMPFILE, 0o666)
+        fd = _open_unnamed(path.parent)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.parent, os.O_WRONLY | os.O_TMPFILE, 0o666)
-    except OSError as e:
-        if e.errno in _UNNAMED_UNSUPPORTED:
-            return False
-        raise
+        fd = _open_unnamed(path.parent)
+    if fd is None:
+        return False
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
         # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N: the way to name an O_TMPFILE file without privileges
-        os.link(str(fd), path, src_dir_fd=_proc_fd(), follow_symlinks=True)
+        os.link(str(fd), path, src_dir_fd=proc_fd, follow_symlinks=True)
     except FileExistsError:
-        return False  # replaced by a rename instead: the old file stays whole until the new one is
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self/fd"):
-            raise
-        return False  # no /proc (some containers)
+        return False  # made meanwhile: replaced by a rename instead, the old file whole until the new one is
     finally:
         os.close(fd)
     return True
 
 
-def _proc_fd() -> int:
+def _open_unnamed(folder: Path) -> int | None:
+    """An unnamed file open for writing in ``folder``; None where the file system does not offer them."""
+    try:
+        return os.open(folder, os.O_WRONLY | os.O_TMPFILE, 0o666)
+    except OSError as e:
+        if e.errno in _UNNAMED_UNSUPPORTED:
+            return None
+        raise
+
+
+def _proc_fd() -> int | None:
     global _proc_fd_of
     entry = _proc_fd_of  # one read: threads writing at once at worst each open one
     if entry is None or entry[0] != os.getpid():  # none yet, or the parent's (this is a forked child)
-        entry = _proc_fd_of = (os.getpid(), os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY))
+        try:
+            fd: int | None = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            fd = None  # no /proc (some containers): named temporary files
+        entry = _proc_fd_of = (os.getpid(), fd)
     return entry[1]
 
 

@@ -521,5 +521,18 @@ def test_masks_are_linked_only_when_complete_and_every_fallback_writes_the_same(
     monkeypatch.setattr(files.os, "open", lambda p, flags, *a: (_ for _ in ()).throw(OSError(errno.EOPNOTSUPP, "not supported"))
                         if flags & os.O_TMPFILE == os.O_TMPFILE else real_open(p, flags, *a))  # fmt: skip
     files.write_bytes_atomic(masks / "fallback.png", b"renamed")
+    files.write_bytes_atomic(tmp_path / "new_folder" / "fallback.png", b"in a new folder")
     assert (masks / "fallback.png").read_bytes() == b"renamed"
+    assert (tmp_path / "new_folder" / "fallback.png").read_bytes() == b"in a new folder"
+    monkeypatch.undo()
+
+    # No /proc (some containers): named temporary files, each written once.
+    monkeypatch.setattr(files, "_proc_fd_of", None)
+    monkeypatch.setattr(files.os, "open", lambda p, flags, *a: (_ for _ in ()).throw(FileNotFoundError(2, "No such file"))
+                        if str(p) == "/proc/self/fd" else real_open(p, flags, *a))  # fmt: skip
+    writes = []
+    write = os.write
+    monkeypatch.setattr(files.os, "write", lambda fd, data: writes.append(len(data)) or write(fd, data))
+    files.write_bytes_atomic(masks / "no_proc.png", b"named")
+    assert (masks / "no_proc.png").read_bytes() == b"named" and writes == []  # nothing written unnamed first
     assert not [p for p in masks.iterdir() if p.name.startswith(files.TEMP_PREFIX)]
