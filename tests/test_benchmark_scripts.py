@@ -106,15 +106,15 @@ def test_pipeline_trace_times_every_task_and_leaves_the_outputs_alone(onnx_model
         from pipeline_trace import patched, traced_predict
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    from ultralbm_edge.runtime import predict as predict_module
-
     from ultralbm_edge.runtime import files
+    from ultralbm_edge.runtime import predict as predict_module
 
     shipped_constants = (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE, files._link_unnamed)
     with patched({"slots_per_batch_image": 3, "slot_bytes": 1 << 20, "unnamed_files": 0}):
         assert (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE) == (3, (1 << 20, 1 << 20))
-        files.write_bytes_atomic(tmp_path / "named.png", b"x")  # through a named temporary file: none left
         assert files._link_unnamed(tmp_path / "unnamed.png", b"x") is False and not (tmp_path / "unnamed.png").exists()
+        files.write_bytes_atomic(tmp_path / "named.png", b"x")  # through a named temporary file: none left behind
+        assert (tmp_path / "named.png").read_bytes() == b"x" and not list(tmp_path.glob(f"{files.TEMP_PREFIX}*"))
     assert (predict_module._SLOTS_PER_BATCH_IMAGE, predict_module._SLOT_BYTES_RANGE, files._link_unnamed) == shipped_constants
     backend = open_backend(onnx_model)
     traced, done = traced_predict(images, backend, PredictOptions(batch_size=4, workers=2), tmp_path / "traced")
