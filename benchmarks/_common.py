@@ -14,13 +14,14 @@ from ultralbm_edge.runtime.benchmark import environment
 from ultralbm_edge.runtime.files import write_text_atomic
 
 
-def report(rows: list[dict[str, Any]], json_path: Path | None, **facts: Any) -> None:
-    """Print the environment (``runtime.benchmark.environment`` plus ``facts``) and write ``{environment, rows}``."""
+def report(rows: list[dict[str, Any]], json_path: Path | None, extra: dict[str, Any] | None = None, **facts: Any) -> None:
+    """Print the environment (``runtime.benchmark.environment`` plus ``facts``) and write ``{environment, rows}``
+    (plus ``extra``'s entries, saved but not printed)."""
     env = {**environment(), **facts}
     print(env)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json_path, json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+        write_text_atomic(json_path, json.dumps({"environment": env, "rows": rows, **(extra or {})}, indent=2) + "\n")
 
 
 def replicate(folder: Path, copies: int, into: Path) -> Path:

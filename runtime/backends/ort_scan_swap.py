@@ -17,6 +17,7 @@ fastest on ONNX Runtime CPU. The file on disk never changes; a region that is no
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import onnx
 from onnx import helper
@@ -78,8 +79,13 @@ def _region(graph: onnx.GraphProto, producer: dict[str, int], inputs: list[str],
     return region
 
 
-def swap_scans(model: onnx.ModelProto, record: dict) -> onnx.ModelProto:
-    """``model`` (changed in place) with every recorded scan region replaced by its LinearAttention form."""
+# Builds the nodes that replace one scan region: (name prefix, the eight inputs, the output, d_inner) -> nodes.
+RegionForm = Callable[[str, list[str], str, int], list[onnx.NodeProto]]
+
+
+def swap_scans(model: onnx.ModelProto, record: dict, form: RegionForm = linear_attention_nodes) -> onnx.ModelProto:
+    """``model`` (changed in place) with every recorded scan region replaced by ``form``'s nodes (by default the
+    LinearAttention form)."""
     graph = model.graph
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     replace: dict[int, list[onnx.NodeProto]] = {}  # index of the region's output node -> its new nodes
@@ -99,7 +105,7 @@ def swap_scans(model: onnx.ModelProto, record: dict) -> onnx.ModelProto:
         if leaks or region & removed or not set(inputs) <= used:
             raise SwapError(f"scan {k} ({output}): its region is not closed between the recorded inputs and output")
         removed |= region
-        replace[producer[output]] = linear_attention_nodes(f"{output}/{SWAP_FORM}", inputs, output, d_inner)
+        replace[producer[output]] = form(f"{output}/{SWAP_FORM}", inputs, output, d_inner)
     nodes = []
     for i, node in enumerate(graph.node):
         if i in replace:
