@@ -13,7 +13,10 @@ warm-up run (page cache, CUDA start-up, Ray workers). The engine that measured i
   process is pinned to its own share of the machine's physical cores (both hyperthreads of each; ``--no-pin`` lets
   them float), so a row with more GPUs adds each GPU with the same share of CPU, as adding machines would: the CPU
   work, not the GPU, bounds one GPU's rate, and an unpinned one-GPU row would use the whole machine's CPUs.
-  images/s over the union of the files, wall clock from the first start to the last exit.
+  images/s over the union of the files, wall clock from the first start to the last exit. The processes may cache
+  Python bytecode (under the run's temporary folder, PYTHONPYCACHEPREFIX), filled by the untimed warm-up run, as a
+  pip-installed package has its .pyc from install time: the GPU machine's image sets PYTHONDONTWRITEBYTECODE and
+  ships torch without .pyc, which would otherwise add ~5 s of compiling torch's sources to every process start.
 
 Each row gives ``img_s`` (all images / wall seconds of the whole job, start-up of actors or processes included) and
 ``img_s_steady`` (ray: from the row of the 10th percentile image to the last; processes: all images / the longest
@@ -26,6 +29,12 @@ compared with the 1-device run's by results.csv's mask_sha256.
         --engine processes --device cuda --json benchmarks/results/scaling_processes_h200x2.json
 
 ``--device cpu`` runs the same logic on CPU workers (a check that the script works, not a measurement).
+``--one-gpu`` (processes) puts every process on GPU 0: on a one-GPU machine it measures how the host side (CPUs,
+memory, the disk the masks go to) scales from one process to N, each with its own share of the cores, as long as
+the GPU is not the limit (check the pure rate with gpu_folder.py):
+
+    python benchmarks/scaling.py --images $S/isic2017/val/images --copies 100 --gpus 1,2 --engine processes \
+        --device cuda --one-gpu --json benchmarks/results/scaling_one_gpu_h200.json
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,9 +141,11 @@ def cpu_shares(parts: int) -> list[list[int]]:
 class ProcessEngine:
     name = "processes"
 
-    def __init__(self, args: argparse.Namespace, most_devices: int) -> None:
+    def __init__(self, args: argparse.Namespace, most_devices: int, bytecode_cache: Path) -> None:
         self.args = args
         self.shares = cpu_shares(most_devices) if args.pin else None
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.env = {**env, "PYTHONPYCACHEPREFIX": str(bytecode_cache)}
         self.facts = {"ray": "not installed" if importlib.util.find_spec("ray") is None else "not used",
                       "cpus_per_process": [len(s) for s in self.shares] if self.shares else "not pinned"}  # fmt: skip
 
@@ -143,7 +155,8 @@ class ProcessEngine:
         procs, outs = [], []
         t0 = time.perf_counter()
         for k in range(devices):
-            env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": str(k)} if cuda else {})}
+            gpu = "0" if self.args.one_gpu else str(k)
+            env = {**self.env, **({"CUDA_VISIBLE_DEVICES": gpu} if cuda else {})}
             outs.append(out / f"device{k}")
             cmd = [sys.executable, "-m", "ultralbm_edge", "-q", "predict", *map(str, parts[k::devices]), "-m", self.args.model,
                    "-o", str(outs[-1]), "--device", "cuda" if cuda else "cpu", "-b", str(self.args.batch), "--workers", str(workers),
@@ -180,6 +193,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="processes: decode/write workers per predict process (default: cores / largest count)")
     ap.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="processes: do not pin each process to its share of the cores")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of all device counts in turn; ratios: medians of the rounds'")
+    ap.add_argument("--one-gpu", action="store_true", help="processes: every process on GPU 0 (how the host side scales)")
     ap.add_argument("--keep", type=Path, help="keep the replicated folder and run folders here (default: a temp dir)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -187,10 +202,11 @@ def main() -> None:
     args.workers = args.workers or min(64, max(1, (os.cpu_count() or 1) // max(counts)))  # predict takes 1-64
     engine_name = args.engine if args.engine != "auto" else ("ray" if importlib.util.find_spec("ray") else "processes")
     print(f"engine: {engine_name}" + (" (Ray is not installed)" if args.engine == "auto" and engine_name == "processes" else ""), flush=True)
-    engine = RayEngine(args) if engine_name == "ray" else ProcessEngine(args, max(counts))
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="ulbm-scaling-"))
+    engine: RayEngine | ProcessEngine | None = None
     rows: list[dict[str, Any]] = []
     try:
+        engine = RayEngine(args) if engine_name == "ray" else ProcessEngine(args, max(counts), tmp / "pycache")
         source = args.images
         if args.limit:
             source = tmp / "source"
@@ -208,32 +224,44 @@ def main() -> None:
             shutil.copyfile(f, warm / f.name)
         engine.run([warm], 1, tmp / "out_warm")  # untimed: CUDA start-up, graph capture, Ray workers
         reference: dict[str, str] | None = None
-        for n in counts:
-            row, outs = engine.run(parts, n, tmp / f"out_{n}")
-            hashes = mask_hashes(outs)
-            assert len(hashes) == n_images, (len(hashes), n_images)
-            reference = reference or hashes
-            row = {"engine": engine.name, "devices": n, "device": args.device, **row,
-                   "masks_identical_to_first": sum(hashes[k] == reference.get(k) for k in hashes)}  # fmt: skip
-            row = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for round_ in range(args.repeats):
+            for n in counts:
+                row, outs = engine.run(parts, n, tmp / f"out_{n}_round{round_}")
+                hashes = mask_hashes(outs)
+                assert len(hashes) == n_images, (len(hashes), n_images)
+                reference = reference or hashes
+                row = {"engine": engine.name, "devices": n, "device": args.device, "round": round_, **row,
+                       "masks_identical_to_first": sum(hashes[k] == reference.get(k) for k in hashes)}  # fmt: skip
+                row = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                for d in outs:  # the next run writes into a fresh folder on a disk as empty as before
+                    shutil.rmtree(d)
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    base = rows[0]
-    ratios = {f"{r['devices']}_over_{base['devices']}": round(r["img_s"] / base["img_s"], 3) for r in rows[1:]}
-    steady = {f"{r['devices']}_over_{base['devices']}": round(r["img_s_steady"] / base["img_s_steady"], 3) for r in rows[1:]}
+    base = counts[0]
+    per_round = {key: {f"{n}_over_{base}": round_ratios(rows, n, base, key) for n in counts[1:]} for key in ("img_s", "img_s_steady")}
+    ratios = {k: round(statistics.median(v), 3) for k, v in per_round["img_s"].items()}
+    steady = {k: round(statistics.median(v), 3) for k, v in per_round["img_s_steady"].items()}
     unit = "GPU" if args.device.startswith("cuda") else "CPU worker"
     for r in rows:
         print(f"[{engine.name}] {r['devices']} {unit}(s): {r['images']} images in {r['wall_s']} s = {r['img_s']} img/s "
               f"(steady {r['img_s_steady']} img/s)")  # fmt: skip
     for key, value in ratios.items():
         n = int(key.split("_")[0])
-        print(f"[{engine.name}] ratio {key.replace('_', ' ')}: {value}x images/s (ideal {n / base['devices']:g}x), steady {steady[key]}x")
-    report(rows, args.json, engine=engine.name, ratio=ratios, ratio_steady=steady, model=args.model, batch=args.batch,
-           images=n_images, copies=args.copies, **engine.facts)  # fmt: skip
+        rounds = f" (median of {args.repeats} rounds: {per_round['img_s'][key]}, steady {per_round['img_s_steady'][key]})" if args.repeats > 1 else ""
+        print(f"[{engine.name}] ratio {key.replace('_', ' ')}: {value}x images/s (ideal {n / base:g}x), steady {steady[key]}x{rounds}")
+    report(rows, args.json, engine=engine.name, ratio=ratios, ratio_steady=steady, ratio_rounds=per_round, model=args.model,
+           batch=args.batch, images=n_images, copies=args.copies, repeats=args.repeats, one_gpu=args.one_gpu, **engine.facts)  # fmt: skip
+
+
+def round_ratios(rows: list[dict[str, Any]], devices: int, base: int, key: str) -> list[float]:
+    """``key`` of the ``devices`` row over the ``base`` row, round by round."""
+    by = {(r["round"], r["devices"]): r[key] for r in rows}
+    return [round(by[r, devices] / by[r, base], 3) for r in sorted({r["round"] for r in rows})]
 
 
 if __name__ == "__main__":

@@ -46,3 +46,21 @@ def test_a_broken_contract_is_caught(installed_wheel, tmp_path, module, added, c
     assert res.returncode != 0 and "BROKEN" in res.stdout
     broken = [line for line in res.stdout.splitlines() if line.rstrip().endswith("BROKEN")]
     assert any(contract in line for line in broken) or contract in res.stdout.split("Contracts:")[0], res.stdout[-3000:]
+
+
+def test_the_gpu_runner_imports_the_compiler_only_when_compiling():
+    """``torch._inductor`` pulls in TorchDynamo and sympy (1.5-4 s of every `predict --device cuda` start): the graph
+    runner imports it only for ``--compile`` (checked in a fresh interpreter, where nothing imported it before)."""
+    code = (
+        "import sys\n"
+        "from ultralbm_edge.gpu.graph_runner import _inductor_workarounds\n"
+        "with _inductor_workarounds(False):\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch._inductor', 'torch._dynamo') if m in sys.modules))\n"
+        "with _inductor_workarounds(True):\n"
+        "    pass\n"
+        "print('torch._inductor' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split("\n")[:2] == ["[]", "True"], res.stdout
