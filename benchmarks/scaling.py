@@ -202,6 +202,8 @@ def main() -> None:
     args.workers = args.workers or min(64, max(1, (os.cpu_count() or 1) // max(counts)))  # predict takes 1-64
     engine_name = args.engine if args.engine != "auto" else ("ray" if importlib.util.find_spec("ray") else "processes")
     print(f"engine: {engine_name}" + (" (Ray is not installed)" if args.engine == "auto" and engine_name == "processes" else ""), flush=True)
+    if args.one_gpu and engine_name != "processes":
+        raise SystemExit("--one-gpu runs processes on GPU 0: use it with --engine processes")
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="ulbm-scaling-"))
     engine: RayEngine | ProcessEngine | None = None
     rows: list[dict[str, Any]] = []
