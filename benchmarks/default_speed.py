@@ -204,8 +204,9 @@ def main() -> None:
         swapped = OnnxRuntimeBackend(new, threads=args.threads)
         forms["new"] = f"portable, {swapped.scan_form}"
         candidates["new", batch] = swapped.session
-        portables[batch], swapped_models[batch] = new, swapped_bytes(new.read_bytes(), ort.__version__)
-        candidates["new, scan removed", batch] = session(scan_removed(new.read_bytes()), args.threads)
+        data = new.read_bytes()
+        portables[batch], swapped_models[batch] = new, swapped_bytes(data, ort.__version__)
+        candidates["new, scan removed", batch] = session(scan_removed(data), args.threads)
         candidates["new, stock graph", batch] = OnnxRuntimeBackend(new, threads=args.threads, swap_scan=False).session
         with _reference_graph():
             reference_graph = export_onnx("ultralbm", tmp / f"ref_b{batch}.onnx", batch=batch, check=False, overwrite=True).path

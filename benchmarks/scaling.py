@@ -33,8 +33,8 @@ compared with the 1-device run's by results.csv's mask_sha256.
 memory, the disk the masks go to) scales from one process to N, each with its own share of the cores, as long as
 the GPU is not the limit (check the pure rate with gpu_folder.py):
 
-    python benchmarks/scaling.py --images $S/isic2017/val/images --copies 100 --gpus 1,2 --engine processes \
-        --device cuda --one-gpu --json benchmarks/results/scaling_one_gpu_h200.json
+    python benchmarks/scaling.py --images $S/isic2017/val/images --copies 60 --gpus 1,2 --engine processes \
+        --device cuda --one-gpu --repeats 3 --json benchmarks/results/scaling_one_gpu_h200.json
 """
 
 from __future__ import annotations
@@ -237,8 +237,9 @@ def main() -> None:
                 row = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                for d in outs:  # the next run writes into a fresh folder on a disk as empty as before
-                    shutil.rmtree(d)
+                if not args.keep:  # the next run writes into a fresh folder on a disk as empty as before
+                    for d in outs:
+                        shutil.rmtree(d)
     finally:
         if engine is not None:
             engine.close()
